@@ -1,0 +1,168 @@
+//! The whole Check as one pure function: server selection, JSON-RPC inspection, identity, the
+//! per-call decision, batches, and monitor mode at the service and server level.
+
+use crate::decide::{SessionInput, ToolOutcome, decide_tool_call};
+use crate::decision::{CallInfo, Decision, Reason, Verdict};
+use crate::identity::{self, Caller};
+use crate::policy::snapshot::CompiledServer;
+use crate::policy::{Mode, Snapshot};
+use crate::request::CheckInput;
+use crate::rpc::{self, Inspection, Message};
+use crate::time::Timestamp;
+
+/// Service-wide settings that take part in every decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// `--mode monitor`: the service never blocks.
+    pub mode: Mode,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Enforce,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Decides a Check. Total: every input, however malformed, gets a decision.
+pub fn authorize<'a>(
+    snapshot: Option<&'a Snapshot>,
+    input: &CheckInput<'a>,
+    options: &Options,
+    now: Timestamp,
+) -> Decision<'a> {
+    let service_monitor = options.mode == Mode::Monitor;
+    let Some(snapshot) = snapshot else {
+        return finish(
+            Decision::bare(Verdict::Deny, Reason::PolicyUnavailable),
+            service_monitor,
+        );
+    };
+    let mut decision = Decision {
+        revision: Some(&snapshot.revision),
+        ..Decision::bare(Verdict::Deny, Reason::UnknownServer)
+    };
+    let server = match input.mcp_server {
+        Some(name) => snapshot.server_named(name),
+        None => snapshot.server_for_path(input.path_only()),
+    };
+    let Some(server) = server else {
+        return finish(decision, service_monitor);
+    };
+    decision.server = Some(server);
+    decision.policy_version = Some(&server.server.policy_version);
+    let monitor = service_monitor || server.server.mode == Mode::Monitor;
+
+    let messages = match rpc::inspect(input.method, &input.headers, input.body, options.max_body_bytes)
+    {
+        Ok(Inspection::NotACall) => Vec::new(),
+        Ok(Inspection::Messages(messages)) => messages,
+        Err(reason) => {
+            decision.reason = reason;
+            return finish(decision, monitor);
+        }
+    };
+
+    // Identity is resolved once, and only if some element is a tool call.
+    let mut caller: Option<Result<Caller<'a>, identity::IdentityDenial<'a>>> = None;
+    let mut outcomes: Vec<Option<ToolOutcome<'a>>> = Vec::with_capacity(messages.len());
+    for message in &messages {
+        let Message::Request(CallInfo {
+            tool: Some(tool), ..
+        }) = message
+        else {
+            outcomes.push(None);
+            continue;
+        };
+        let resolved = caller.get_or_insert_with(|| identity::resolve(server, input, now));
+        let mut outcome = match resolved {
+            Ok(c) => {
+                let session = match (c.session, &c.session_id) {
+                    (Some(s), _) => SessionInput::Resolved(s),
+                    (None, Some(id)) => SessionInput::Id(id),
+                    (None, None) => SessionInput::None,
+                };
+                decide_tool_call(server, &c.identity, session, tool, now)
+            }
+            Err(denial) => ToolOutcome {
+                session: denial.session,
+                ..ToolOutcome::deny(denial.reason)
+            },
+        };
+        // Monitor rules 1 and 2 apply to the denial rule 3 leaves, element by element.
+        if outcome.verdict == Verdict::Deny && monitor {
+            outcome.would_deny = true;
+        }
+        outcomes.push(Some(outcome));
+    }
+
+    if let Some(Ok(c)) = caller {
+        decision.caller = c.identity;
+        decision.session_id = c.session_id;
+    }
+    let enforced = |o: &&Option<ToolOutcome>| {
+        o.as_ref()
+            .is_some_and(|o| o.verdict == Verdict::Deny && !o.would_deny)
+    };
+    let would_deny = |o: &&Option<ToolOutcome>| o.as_ref().is_some_and(|o| o.would_deny);
+    let deciding = outcomes
+        .iter()
+        .position(|o| enforced(&o))
+        .or_else(|| outcomes.iter().position(|o| would_deny(&o)))
+        .or_else(|| outcomes.iter().position(Option::is_some))
+        .or((!messages.is_empty()).then_some(0));
+    let Some(index) = deciding else {
+        decision.verdict = Verdict::Allow;
+        decision.reason = Reason::Allowed;
+        return finish(decision, monitor);
+    };
+    if let Message::Request(call) = &messages[index] {
+        decision.call = Some(call.clone());
+    }
+    match outcomes[index] {
+        Some(outcome) => apply(&mut decision, server, outcome),
+        None => {
+            decision.verdict = Verdict::Allow;
+            decision.reason = Reason::Allowed;
+        }
+    }
+    finish(decision, monitor)
+}
+
+fn apply<'a>(decision: &mut Decision<'a>, server: &'a CompiledServer, outcome: ToolOutcome<'a>) {
+    decision.verdict = outcome.verdict;
+    decision.reason = outcome.reason;
+    decision.would_deny = outcome.would_deny;
+    decision.grant = outcome.grant;
+    decision.session = outcome.session;
+    decision.tool = outcome.tool;
+    decision.trust = outcome.trust;
+    let session_version = matches!(
+        outcome.reason,
+        Reason::SessionRevoked | Reason::SessionExpired
+    )
+    .then(|| outcome.session.and_then(|s| s.session.policy_version.as_deref()))
+    .flatten();
+    decision.policy_version = outcome
+        .grant
+        .and_then(|g| g.grant.policy_version.as_deref())
+        .or(session_version)
+        .or(Some(&server.server.policy_version));
+}
+
+/// Lets a denial through when monitor mode covers it, and settles the decision's mode.
+fn finish(mut decision: Decision<'_>, monitor: bool) -> Decision<'_> {
+    if decision.verdict == Verdict::Deny && monitor {
+        decision.would_deny = true;
+    }
+    let monitor_grant = decision.grant.is_some_and(|g| g.grant.mode == Mode::Monitor);
+    decision.mode = if decision.would_deny || monitor || monitor_grant {
+        Mode::Monitor
+    } else {
+        Mode::Enforce
+    };
+    decision
+}

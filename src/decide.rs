@@ -1,0 +1,264 @@
+//! The decision for one tool call (SPEC §2 "The decision", steps 1–9, and monitor rule 3).
+//!
+//! Pure and total: every input yields an outcome with its evidence, nothing here fails.
+
+use crate::decision::{Reason, ToolFacts, TrustFigures, Verdict};
+use crate::policy::snapshot::{CompiledGrant, CompiledServer, CompiledSession, Identity};
+use crate::policy::{DefaultDecision, Mode, RuleDecision, Trust};
+use crate::time::Timestamp;
+
+/// The session a tool call runs under, as far as the identity stage resolved it.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionInput<'s, 'r> {
+    /// No session id was sent.
+    None,
+    /// A session id was sent (header or jwt mode); step 3 looks it up.
+    Id(&'r str),
+    /// mtls mode: the principal named this live session.
+    Resolved(&'s CompiledSession),
+}
+
+/// The outcome for one tool call, before service- and server-level monitor mode.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolOutcome<'s> {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    /// Monitor rule 3: the denial is blamed on monitor-mode grants and let through.
+    pub would_deny: bool,
+    pub grant: Option<&'s CompiledGrant>,
+    pub session: Option<&'s CompiledSession>,
+    pub tool: Option<ToolFacts>,
+    pub trust: Option<TrustFigures>,
+}
+
+impl<'s> ToolOutcome<'s> {
+    pub fn deny(reason: Reason) -> Self {
+        ToolOutcome {
+            verdict: Verdict::Deny,
+            reason,
+            would_deny: false,
+            grant: None,
+            session: None,
+            tool: None,
+            trust: None,
+        }
+    }
+}
+
+fn expired(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
+    expires_at.is_some_and(|t| t < now)
+}
+
+/// Steps 1–9 and monitor rule 3 for a call of `tool` on `server`.
+pub fn decide_tool_call<'s>(
+    server: &'s CompiledServer,
+    caller: &Identity,
+    session: SessionInput<'s, '_>,
+    tool: &str,
+    now: Timestamp,
+) -> ToolOutcome<'s> {
+    // 1–3: identity and session.
+    if caller.is_empty() {
+        return ToolOutcome::deny(Reason::MissingIdentity);
+    }
+    let live_session = match session {
+        SessionInput::None if server.server.session_required => {
+            return ToolOutcome::deny(Reason::MissingSession);
+        }
+        SessionInput::None => None,
+        SessionInput::Resolved(s) => Some(s),
+        SessionInput::Id(id) => {
+            let Some(found) = server.sessions_named(id).find(|s| s.subject.matches(caller)) else {
+                return ToolOutcome::deny(Reason::SessionNotFound);
+            };
+            if let Some(reason) = session_denial(found, now) {
+                return ToolOutcome {
+                    session: Some(found),
+                    ..ToolOutcome::deny(reason)
+                };
+            }
+            Some(found)
+        }
+    };
+
+    // 4: what the inventory says about the tool.
+    let facts = match server.tool(tool) {
+        Some(t) => ToolFacts {
+            required_trust: t.required_trust,
+            side_effect: t.side_effect,
+            risk_level: t.risk_level,
+        },
+        None => ToolFacts {
+            required_trust: Trust::Low,
+            side_effect: None,
+            risk_level: None,
+        },
+    };
+    let consented = live_session.map(|s| s.session.consented_trust);
+
+    // 5–9 with every matching grant, then monitor rule 3.
+    let matching = server.matching_grants(caller);
+    let mut outcome = grant_steps(server, &matching, tool, facts, consented, now);
+    if outcome.verdict == Verdict::Deny && outcome.reason.from_grant_steps() {
+        let live = |g: &&&CompiledGrant| !g.grant.disabled && !expired(g.grant.expires_at, now);
+        let has_monitor = matching
+            .iter()
+            .filter(live)
+            .any(|g| g.grant.mode == Mode::Monitor);
+        let has_enforce = matching
+            .iter()
+            .filter(live)
+            .any(|g| g.grant.mode == Mode::Enforce);
+        if has_monitor && !has_enforce {
+            outcome.would_deny = true;
+        } else if has_monitor {
+            let enforce_only: Vec<&CompiledGrant> = matching
+                .iter()
+                .copied()
+                .filter(|g| g.grant.mode == Mode::Enforce)
+                .collect();
+            let rerun = grant_steps(server, &enforce_only, tool, facts, consented, now);
+            if rerun.verdict == Verdict::Allow {
+                outcome.would_deny = true;
+            } else {
+                outcome = rerun;
+            }
+        }
+    }
+    outcome.session = live_session;
+    outcome
+}
+
+/// Revoked or expired: the session exists but cannot be used.
+pub fn session_denial(session: &CompiledSession, now: Timestamp) -> Option<Reason> {
+    if session.session.revoked {
+        Some(Reason::SessionRevoked)
+    } else if expired(session.session.expires_at, now) {
+        Some(Reason::SessionExpired)
+    } else {
+        None
+    }
+}
+
+/// Steps 5–9 over `matching` (grants matching the caller, in `namespace/name` order).
+fn grant_steps<'s>(
+    server: &CompiledServer,
+    matching: &[&'s CompiledGrant],
+    tool: &str,
+    facts: ToolFacts,
+    consented: Option<Trust>,
+    now: Timestamp,
+) -> ToolOutcome<'s> {
+    let outcome = |verdict, reason, grant, trust| ToolOutcome {
+        verdict,
+        reason,
+        would_deny: false,
+        grant,
+        session: None,
+        tool: Some(facts),
+        trust,
+    };
+    // Step 9 applies only to the three "nothing grants it" reasons.
+    let by_default = |reason| {
+        let verdict = match server.server.default_decision {
+            DefaultDecision::Allow => Verdict::Allow,
+            DefaultDecision::Deny => Verdict::Deny,
+        };
+        outcome(verdict, reason, None, None)
+    };
+
+    // 5: matching, then live grants.
+    if matching.is_empty() {
+        return by_default(Reason::NoMatchingGrant);
+    }
+    let enabled: Vec<&CompiledGrant> = matching
+        .iter()
+        .copied()
+        .filter(|g| !g.grant.disabled)
+        .collect();
+    let live: Vec<&CompiledGrant> = enabled
+        .iter()
+        .copied()
+        .filter(|g| !expired(g.grant.expires_at, now))
+        .collect();
+    if !enabled.is_empty() && live.is_empty() {
+        return by_default(Reason::GrantExpired);
+    }
+
+    // 6: a deny rule anywhere wins at once; otherwise collect the covering grants.
+    fn rule_of<'g>(g: &'g CompiledGrant, tool: &str) -> Option<&'g crate::policy::ToolRule> {
+        g.grant.tool_rules.iter().find(|r| r.name == tool)
+    }
+    if let Some(g) = live
+        .iter()
+        .find(|g| rule_of(g, tool).is_some_and(|r| r.decision == RuleDecision::Deny))
+    {
+        return outcome(Verdict::Deny, Reason::ToolDenied, Some(*g), None);
+    }
+    let covering: Vec<&CompiledGrant> = live
+        .iter()
+        .copied()
+        .filter(|g| g.grant.tool_rules.is_empty() || rule_of(g, tool).is_some())
+        .collect();
+    let Some(&first_covering) = covering.first() else {
+        return by_default(Reason::ToolNotGranted);
+    };
+
+    // 7: the side effect must be declared and allowed.
+    let Some(side_effect) = facts.side_effect else {
+        return outcome(
+            Verdict::Deny,
+            Reason::ToolSideEffectUnknown,
+            Some(first_covering),
+            None,
+        );
+    };
+    let contributing: Vec<&CompiledGrant> = covering
+        .iter()
+        .copied()
+        .filter(|g| g.grant.allowed_side_effects.contains(&side_effect))
+        .collect();
+    if contributing.is_empty() {
+        return outcome(
+            Verdict::Deny,
+            Reason::SideEffectNotAllowed,
+            Some(first_covering),
+            None,
+        );
+    }
+
+    // 8: trust arithmetic.
+    let rule_trust = |g: &CompiledGrant| rule_of(g, tool).map_or(Trust::Low, |r| r.required_trust);
+    let admin = contributing
+        .iter()
+        .map(|g| g.grant.max_trust)
+        .max()
+        .unwrap_or(Trust::Low);
+    let required = contributing
+        .iter()
+        .map(|g| rule_trust(g))
+        .fold(facts.required_trust, Trust::max);
+    let consented = consented.unwrap_or(admin);
+    let trust = TrustFigures {
+        required,
+        admin,
+        consented,
+        effective: admin.min(consented),
+    };
+    let with_admin_trust = contributing
+        .iter()
+        .copied()
+        .find(|g| g.grant.max_trust == admin);
+    if trust.effective < required {
+        let grant = if required > facts.required_trust {
+            contributing
+                .iter()
+                .copied()
+                .find(|g| rule_trust(g) == required)
+        } else {
+            with_admin_trust
+        };
+        return outcome(Verdict::Deny, Reason::TrustTooLow, grant, Some(trust));
+    }
+    outcome(Verdict::Allow, Reason::Allowed, with_admin_trust, Some(trust))
+}

@@ -1,0 +1,252 @@
+//! The outcome of a Check and its evidence. The response, the dynamic metadata, the log line,
+//! the metrics and the span all read from a [`Decision`]; none of them recomputes anything.
+
+use std::borrow::Cow;
+
+use crate::policy::snapshot::{CompiledGrant, CompiledServer, CompiledSession, Identity};
+use crate::policy::{Mode, RiskLevel, SideEffect, Trust};
+
+/// Why a request was allowed or denied (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Allowed,
+    UnknownServer,
+    RpcInspectionFailed,
+    RpcBodyTruncated,
+    RpcBodyMissing,
+    RpcAmbiguous,
+    PolicyUnavailable,
+    MissingIdentity,
+    MissingSession,
+    SessionNotFound,
+    SessionRevoked,
+    SessionExpired,
+    InvalidSpiffeIdentity,
+    NoMatchingGrant,
+    GrantExpired,
+    ToolNotGranted,
+    ToolDenied,
+    ToolSideEffectUnknown,
+    SideEffectNotAllowed,
+    TrustTooLow,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 20] = [
+        Reason::Allowed,
+        Reason::UnknownServer,
+        Reason::RpcInspectionFailed,
+        Reason::RpcBodyTruncated,
+        Reason::RpcBodyMissing,
+        Reason::RpcAmbiguous,
+        Reason::PolicyUnavailable,
+        Reason::MissingIdentity,
+        Reason::MissingSession,
+        Reason::SessionNotFound,
+        Reason::SessionRevoked,
+        Reason::SessionExpired,
+        Reason::InvalidSpiffeIdentity,
+        Reason::NoMatchingGrant,
+        Reason::GrantExpired,
+        Reason::ToolNotGranted,
+        Reason::ToolDenied,
+        Reason::ToolSideEffectUnknown,
+        Reason::SideEffectNotAllowed,
+        Reason::TrustTooLow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::UnknownServer => "unknown_server",
+            Reason::RpcInspectionFailed => "rpc_inspection_failed",
+            Reason::RpcBodyTruncated => "rpc_body_truncated",
+            Reason::RpcBodyMissing => "rpc_body_missing",
+            Reason::RpcAmbiguous => "rpc_ambiguous",
+            Reason::PolicyUnavailable => "policy_unavailable",
+            Reason::MissingIdentity => "missing_identity",
+            Reason::MissingSession => "missing_session",
+            Reason::SessionNotFound => "session_not_found",
+            Reason::SessionRevoked => "session_revoked",
+            Reason::SessionExpired => "session_expired",
+            Reason::InvalidSpiffeIdentity => "invalid_spiffe_identity",
+            Reason::NoMatchingGrant => "no_matching_grant",
+            Reason::GrantExpired => "grant_expired",
+            Reason::ToolNotGranted => "tool_not_granted",
+            Reason::ToolDenied => "tool_denied",
+            Reason::ToolSideEffectUnknown => "tool_side_effect_unknown",
+            Reason::SideEffectNotAllowed => "side_effect_not_allowed",
+            Reason::TrustTooLow => "trust_too_low",
+        }
+    }
+
+    /// The HTTP status the gateway returns when this reason is enforced.
+    pub fn denial_status(self) -> u16 {
+        match self {
+            Reason::MissingIdentity
+            | Reason::MissingSession
+            | Reason::SessionNotFound
+            | Reason::SessionRevoked
+            | Reason::SessionExpired
+            | Reason::InvalidSpiffeIdentity => 401,
+            Reason::PolicyUnavailable => 503,
+            _ => 403,
+        }
+    }
+
+    /// One sentence for the denied response body.
+    pub fn message(self) -> &'static str {
+        match self {
+            Reason::Allowed => "The request is allowed.",
+            Reason::UnknownServer => "No MCP server is configured for this route.",
+            Reason::RpcInspectionFailed => "The request body is not a JSON-RPC message that can be authorized.",
+            Reason::RpcBodyTruncated => "The request body was cut short before authorization, so it cannot be authorized.",
+            Reason::RpcBodyMissing => "The request body was not sent for authorization.",
+            Reason::RpcAmbiguous => "The JSON-RPC message repeats a key that decides what is called, so it is ambiguous.",
+            Reason::PolicyUnavailable => "No access policy is loaded yet.",
+            Reason::MissingIdentity => "The request does not say who is calling.",
+            Reason::MissingSession => "This MCP server requires an agent session.",
+            Reason::SessionNotFound => "The agent session does not exist for this caller and server.",
+            Reason::SessionRevoked => "The agent session has been revoked.",
+            Reason::SessionExpired => "The agent session has expired.",
+            Reason::InvalidSpiffeIdentity => "The client certificate does not carry a valid SPIFFE session identity.",
+            Reason::NoMatchingGrant => "No access grant matches the caller on this MCP server.",
+            Reason::GrantExpired => "Every access grant of the caller on this MCP server has expired.",
+            Reason::ToolNotGranted => "No access grant of the caller covers this tool.",
+            Reason::ToolDenied => "An access grant denies this tool to the caller.",
+            Reason::ToolSideEffectUnknown => "The tool's side effect is not declared, so it cannot be granted.",
+            Reason::SideEffectNotAllowed => "The caller's grants do not allow this tool's side effect.",
+            Reason::TrustTooLow => "The caller's effective trust is below what this tool requires.",
+        }
+    }
+
+    /// Reasons from the grant steps (5–9), the ones monitor-mode grants can be blamed for.
+    pub fn from_grant_steps(self) -> bool {
+        matches!(
+            self,
+            Reason::NoMatchingGrant
+                | Reason::GrantExpired
+                | Reason::ToolNotGranted
+                | Reason::ToolDenied
+                | Reason::ToolSideEffectUnknown
+                | Reason::SideEffectNotAllowed
+                | Reason::TrustTooLow
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// The trust arithmetic of step 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustFigures {
+    pub required: Trust,
+    pub admin: Trust,
+    pub consented: Trust,
+    pub effective: Trust,
+}
+
+/// What the server's inventory says about the called tool (step 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolFacts {
+    pub required_trust: Trust,
+    pub side_effect: Option<SideEffect>,
+    pub risk_level: Option<RiskLevel>,
+}
+
+/// The JSON-RPC message a decision is about (the deciding element of a batch).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallInfo<'a> {
+    pub method: Cow<'a, str>,
+    /// `Some` for a tool call: `params.name`, or "" when it is not a string.
+    pub tool: Option<Cow<'a, str>>,
+    /// The JSON-RPC id as text (a string's value, a number's JSON text).
+    pub id: Option<Cow<'a, str>>,
+    pub traceparent: Option<Cow<'a, str>>,
+}
+
+/// The outcome of one Check, with everything that explains it.
+#[derive(Debug, Clone)]
+pub struct Decision<'a> {
+    /// What the policy says, before monitor mode lets a denial through.
+    pub verdict: Verdict,
+    pub reason: Reason,
+    /// A denial that monitor mode let through.
+    pub would_deny: bool,
+    pub mode: Mode,
+    pub revision: Option<&'a str>,
+    pub policy_version: Option<&'a str>,
+    pub server: Option<&'a CompiledServer>,
+    pub call: Option<CallInfo<'a>>,
+    pub caller: Identity<'a>,
+    /// The session id as sent (mtls: the session's name).
+    pub session_id: Option<Cow<'a, str>>,
+    pub grant: Option<&'a CompiledGrant>,
+    pub session: Option<&'a CompiledSession>,
+    pub tool: Option<ToolFacts>,
+    pub trust: Option<TrustFigures>,
+}
+
+impl<'a> Decision<'a> {
+    /// A decision reached before any server- or call-specific evidence.
+    pub fn bare(verdict: Verdict, reason: Reason) -> Self {
+        Decision {
+            verdict,
+            reason,
+            would_deny: false,
+            mode: Mode::Enforce,
+            revision: None,
+            policy_version: None,
+            server: None,
+            call: None,
+            caller: Identity::default(),
+            session_id: None,
+            grant: None,
+            session: None,
+            tool: None,
+            trust: None,
+        }
+    }
+
+    /// The verdict actually applied: a would-deny is let through.
+    pub fn applied(&self) -> Verdict {
+        if self.verdict == Verdict::Deny && !self.would_deny {
+            Verdict::Deny
+        } else {
+            Verdict::Allow
+        }
+    }
+
+    /// The HTTP status the gateway answers with (200 when the request is let through).
+    pub fn http_status(&self) -> u16 {
+        match self.applied() {
+            Verdict::Allow => 200,
+            Verdict::Deny => self.reason.denial_status(),
+        }
+    }
+
+    pub fn server_key(&self) -> Option<&'a str> {
+        self.server.map(|s| s.server.key.full.as_str())
+    }
+
+    pub fn grant_key(&self) -> Option<&'a str> {
+        self.grant.map(|g| g.grant.key.full.as_str())
+    }
+
+    pub fn session_key(&self) -> Option<&'a str> {
+        self.session.map(|s| s.session.key.full.as_str())
+    }
+}

@@ -1,0 +1,39 @@
+//! mcp-authz: an Envoy ext_authz service for MCP (Model Context Protocol) traffic.
+//!
+//! Data flows one way: CheckRequest → ([`request`]) plain input → ([`check`]) server,
+//! JSON-RPC calls ([`rpc`]) and caller ([`identity`]) → ([`decide`]) a [`decision::Decision`]
+//! → ([`response`]) CheckResponse. Everything up to the response is plain functions over
+//! plain data; tonic and arc-swap live only in the shell ([`service`], [`reload`]).
+//!
+//! Layout, one concept per module:
+//! - [`policy`]: the policy model; `load` (files → YAML documents, revision), `yaml` (documents
+//!   with lines), `validate` (every problem, `FILE:LINE`), `snapshot` (compiled, indexed).
+//! - [`time`]: RFC 3339 timestamps.
+//! - [`request`]: the CheckRequest as plain borrowed data (headers, body, claims, principal).
+//! - [`rpc`]: JSON-RPC inspection: body limits, strict JSON, batches, ambiguity.
+//! - [`identity`]: header | jwt | mtls → the caller and their session.
+//! - [`decide`]: the decision for one tool call (steps 1–9, monitor-mode grants).
+//! - [`check`]: the whole Check: server selection, batches, service/server monitor mode.
+//! - [`decision`]: the outcome and its evidence; reason codes.
+//! - [`response`]: Decision → CheckResponse (headers, denied body, dynamic metadata).
+//! - [`proto`], [`codec`]: generated ext_authz types and the gRPC codec.
+//! - [`service`]: the tonic Authorization service, health, serving until shutdown.
+//! - [`reload`]: the policy store (arc-swap), swapped whole on every load.
+//! - [`settings`]: the command line and its `MCP_AUTHZ_*` variables.
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod codec;
+pub mod decide;
+pub mod decision;
+pub mod identity;
+pub mod policy;
+pub mod proto;
+pub mod reload;
+pub mod request;
+pub mod response;
+pub mod rpc;
+pub mod service;
+pub mod settings;
+pub mod time;

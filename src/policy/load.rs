@@ -1,0 +1,230 @@
+//! Policy files on disk → a validated [`PolicySet`] and its revision.
+//!
+//! The same function serves `validate`, start-up and every reload, so the three can never
+//! disagree about what a directory means.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::validate::{Objects, Problem, Severity, SourceFile, validate};
+use super::yaml;
+use super::{Grant, Server, Session};
+
+/// Largest policy file read, in bytes; a larger one is an error.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A valid policy set as read from disk.
+#[derive(Debug)]
+pub struct PolicySet {
+    pub servers: Vec<Server>,
+    pub grants: Vec<Grant>,
+    pub sessions: Vec<Session>,
+    /// `sha256:` + hex over the loaded files (SPEC §1).
+    pub revision: String,
+    pub files: usize,
+    pub warnings: Vec<Problem>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the policy set is invalid ({} problems)", .0.iter().filter(|p| p.severity == Severity::Error).count())]
+    Invalid(Vec<Problem>),
+}
+
+impl LoadError {
+    /// Every problem, errors and warnings, in file order.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            LoadError::Invalid(problems) => problems,
+        }
+    }
+}
+
+struct Entry {
+    /// Path relative to its root, `/`-separated: the revision's sort key.
+    relative: String,
+    path: PathBuf,
+    display: String,
+}
+
+/// Loads the files and directories in `paths` as one set.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<PolicySet, LoadError> {
+    let mut problems = Vec::new();
+    let mut entries = Vec::new();
+    for root in paths {
+        collect_root(root.as_ref(), &mut entries, &mut problems);
+    }
+    entries.sort_by(|a, b| a.relative.as_bytes().cmp(b.relative.as_bytes()));
+
+    let mut hasher = Sha256::new();
+    let mut sources = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let bytes = match read_capped(&entry.path) {
+            Ok(bytes) => bytes,
+            Err(message) => {
+                problems.push(file_problem(&entry.display, message));
+                continue;
+            }
+        };
+        hasher.update(entry.relative.as_bytes());
+        hasher.update([0]);
+        hasher.update(&bytes);
+        hasher.update([0]);
+        let documents = match std::str::from_utf8(&bytes) {
+            Ok(text) => yaml::parse(text),
+            Err(e) => Err(yaml::YamlError {
+                line: 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count(),
+                message: "not UTF-8".into(),
+            }),
+        };
+        sources.push(SourceFile {
+            display: entry.display.clone(),
+            documents,
+        });
+    }
+    let revision = format!("sha256:{}", hex(&hasher.finalize()));
+
+    match validate(&sources) {
+        Ok(objects) if problems.is_empty() => {
+            let Objects {
+                servers,
+                grants,
+                sessions,
+                warnings,
+            } = objects;
+            Ok(PolicySet {
+                servers,
+                grants,
+                sessions,
+                revision,
+                files: entries.len(),
+                warnings,
+            })
+        }
+        Ok(objects) => {
+            problems.extend(objects.warnings);
+            Err(LoadError::Invalid(problems))
+        }
+        Err(more) => {
+            problems.extend(more);
+            Err(LoadError::Invalid(problems))
+        }
+    }
+}
+
+fn file_problem(display: &str, message: String) -> Problem {
+    Problem {
+        severity: Severity::Error,
+        file: display.to_string(),
+        line: 0,
+        object: None,
+        field: None,
+        message,
+    }
+}
+
+fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+    let len = fs::metadata(path)
+        .map_err(|e| format!("cannot read: {e}"))?
+        .len();
+    if len > MAX_FILE_BYTES {
+        return Err(format!(
+            "file of {len} bytes is larger than the {MAX_FILE_BYTES}-byte limit"
+        ));
+    }
+    fs::read(path).map_err(|e| format!("cannot read: {e}"))
+}
+
+fn collect_root(root: &Path, entries: &mut Vec<Entry>, problems: &mut Vec<Problem>) {
+    let display = root.display().to_string();
+    match fs::metadata(root) {
+        Err(e) => problems.push(file_problem(&display, format!("cannot read: {e}"))),
+        Ok(meta) if meta.is_dir() => {
+            let mut ancestors = HashMap::new();
+            walk(root, "", &display, &mut ancestors, entries, problems);
+        }
+        // A file named explicitly is loaded whatever its extension.
+        Ok(_) => entries.push(Entry {
+            relative: root
+                .file_name()
+                .map_or_else(|| display.clone(), |n| n.to_string_lossy().into_owned()),
+            path: root.to_path_buf(),
+            display,
+        }),
+    }
+}
+
+/// Whether a directory entry holds policy: `.yaml`, `.yml`, `.json` (case-sensitive).
+pub fn is_policy_file_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
+}
+
+/// Recursive walk that follows symbolic links; `ancestors` holds the canonical directories on
+/// the current path so a loop is reported instead of followed forever.
+fn walk(
+    dir: &Path,
+    relative: &str,
+    display: &str,
+    ancestors: &mut HashMap<PathBuf, ()>,
+    entries: &mut Vec<Entry>,
+    problems: &mut Vec<Problem>,
+) {
+    let canonical = match fs::canonicalize(dir) {
+        Ok(c) => c,
+        Err(e) => return problems.push(file_problem(display, format!("cannot read: {e}"))),
+    };
+    if ancestors.contains_key(&canonical) {
+        return problems.push(file_problem(
+            display,
+            "directory loop: this directory contains itself through a symbolic link".into(),
+        ));
+    }
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) => return problems.push(file_problem(display, format!("cannot read: {e}"))),
+    };
+    let mut names: Vec<_> = listing
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    ancestors.insert(canonical.clone(), ());
+    for name in names {
+        let path = dir.join(&name);
+        let rel = if relative.is_empty() {
+            name.clone()
+        } else {
+            format!("{relative}/{name}")
+        };
+        let shown = format!("{}/{name}", display.trim_end_matches('/'));
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => walk(&path, &rel, &shown, ancestors, entries, problems),
+            Ok(_) if is_policy_file_name(&name) => entries.push(Entry {
+                relative: rel,
+                path,
+                display: shown,
+            }),
+            Ok(_) => {}
+            Err(e) if is_policy_file_name(&name) => {
+                problems.push(file_problem(&shown, format!("cannot read: {e}")))
+            }
+            Err(_) => {}
+        }
+    }
+    ancestors.remove(&canonical);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}

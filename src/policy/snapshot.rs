@@ -1,0 +1,281 @@
+//! A valid [`PolicySet`] compiled once per load into an immutable, indexed snapshot.
+//!
+//! A Check finds its server by name or path with hash lookups, then looks only at that
+//! server's grants through a subject index and at its sessions by name: it never parses policy
+//! text and never scans another server's grants.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::load::PolicySet;
+use super::{Grant, Server, Session, Subject, Tool};
+
+/// A caller's identity as resolved from the request; empty strings never appear here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity<'a> {
+    pub human: Option<Cow<'a, str>>,
+    pub agent: Option<Cow<'a, str>>,
+    pub team: Option<Cow<'a, str>>,
+}
+
+impl Identity<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.human.is_none() && self.agent.is_none() && self.team.is_none()
+    }
+}
+
+/// A grant or session subject with the server's team filled in where it had none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveSubject {
+    subject: Subject,
+    /// False when the subject as written is empty: it then matches no one.
+    matchable: bool,
+}
+
+impl EffectiveSubject {
+    fn new(written: &Subject, server: Option<&Server>) -> Self {
+        let mut subject = written.clone();
+        if subject.team.is_none() {
+            subject.team = server.and_then(|s| s.team_id.clone());
+        }
+        EffectiveSubject {
+            subject,
+            matchable: !written.is_empty(),
+        }
+    }
+
+    /// Every non-empty field equals the caller's.
+    pub fn matches(&self, caller: &Identity) -> bool {
+        fn field(want: &Option<String>, have: &Option<Cow<str>>) -> bool {
+            want.as_deref().is_none_or(|w| have.as_deref() == Some(w))
+        }
+        self.matchable
+            && field(&self.subject.human, &caller.human)
+            && field(&self.subject.agent, &caller.agent)
+            && field(&self.subject.team, &caller.team)
+    }
+
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+}
+
+#[derive(Debug)]
+pub struct CompiledGrant {
+    pub grant: Grant,
+    pub subject: EffectiveSubject,
+}
+
+#[derive(Debug)]
+pub struct CompiledSession {
+    pub session: Session,
+    pub subject: EffectiveSubject,
+}
+
+/// One server with everything a Check on it needs.
+#[derive(Debug)]
+pub struct CompiledServer {
+    pub server: Server,
+    tools: HashMap<String, usize>,
+    /// This server's grants in byte order of `namespace/name`.
+    pub grants: Vec<CompiledGrant>,
+    /// Grant indexes by the first non-empty field of their effective subject.
+    by_human: HashMap<String, Vec<usize>>,
+    by_agent: HashMap<String, Vec<usize>>,
+    by_team: HashMap<String, Vec<usize>>,
+    /// Sessions by `metadata.name`, each list in byte order of `namespace/name`.
+    sessions: HashMap<String, Vec<CompiledSession>>,
+}
+
+impl CompiledServer {
+    pub fn tool(&self, name: &str) -> Option<&Tool> {
+        self.tools.get(name).map(|&i| &self.server.tools[i])
+    }
+
+    /// Grants whose subject matches the caller, in byte order of `namespace/name`.
+    pub fn matching_grants(&self, caller: &Identity) -> Vec<&CompiledGrant> {
+        let mut indexes: Vec<usize> = Vec::new();
+        for (index, key) in [
+            (&self.by_human, &caller.human),
+            (&self.by_agent, &caller.agent),
+            (&self.by_team, &caller.team),
+        ] {
+            if let Some(list) = key.as_deref().and_then(|k| index.get(k)) {
+                indexes.extend_from_slice(list);
+            }
+        }
+        indexes.sort_unstable();
+        indexes.dedup();
+        indexes
+            .into_iter()
+            .map(|i| &self.grants[i])
+            .filter(|g| g.subject.matches(caller))
+            .collect()
+    }
+
+    /// Sessions of this server named `name` whose subject matches the caller.
+    pub fn sessions_named<'s>(
+        &'s self,
+        name: &str,
+    ) -> impl Iterator<Item = &'s CompiledSession> + 's {
+        self.sessions.get(name).into_iter().flatten()
+    }
+}
+
+/// How a bare server name resolves.
+#[derive(Debug, Clone, Copy)]
+enum NameLookup {
+    Unique(usize),
+    Ambiguous,
+}
+
+/// Object counts, for the summary line, logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub files: usize,
+    pub servers: usize,
+    pub grants: usize,
+    pub sessions: usize,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub revision: String,
+    pub counts: Counts,
+    /// Servers in byte order of `namespace/name`.
+    servers: Vec<CompiledServer>,
+    by_key: HashMap<String, usize>,
+    by_name: HashMap<String, NameLookup>,
+    by_path: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    pub fn compile(set: PolicySet) -> Snapshot {
+        let counts = Counts {
+            files: set.files,
+            servers: set.servers.len(),
+            grants: set.grants.len(),
+            sessions: set.sessions.len(),
+        };
+        let mut servers: Vec<CompiledServer> = set
+            .servers
+            .into_iter()
+            .map(|server| CompiledServer {
+                tools: server
+                    .tools
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.name.clone(), i))
+                    .collect(),
+                server,
+                grants: Vec::new(),
+                by_human: HashMap::new(),
+                by_agent: HashMap::new(),
+                by_team: HashMap::new(),
+                sessions: HashMap::new(),
+            })
+            .collect();
+        servers.sort_by(|a, b| a.server.key.full.cmp(&b.server.key.full));
+        let by_key: HashMap<String, usize> = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.server.key.full.clone(), i))
+            .collect();
+
+        let mut grants = set.grants;
+        grants.sort_by(|a, b| a.key.full.cmp(&b.key.full));
+        for grant in grants {
+            let Some(&i) = by_key.get(&grant.server_ref.full) else {
+                continue;
+            };
+            let server = &mut servers[i];
+            let subject = EffectiveSubject::new(&grant.subject, Some(&server.server));
+            let index = server.grants.len();
+            if subject.matchable {
+                let s = subject.subject();
+                let (map, key) = if let Some(h) = &s.human {
+                    (&mut server.by_human, h)
+                } else if let Some(a) = &s.agent {
+                    (&mut server.by_agent, a)
+                } else if let Some(t) = &s.team {
+                    (&mut server.by_team, t)
+                } else {
+                    unreachable!("a matchable subject has a field")
+                };
+                map.entry(key.clone()).or_default().push(index);
+            }
+            server.grants.push(CompiledGrant { grant, subject });
+        }
+
+        let mut sessions = set.sessions;
+        sessions.sort_by(|a, b| a.key.full.cmp(&b.key.full));
+        for session in sessions {
+            let Some(&i) = by_key.get(&session.server_ref.full) else {
+                continue;
+            };
+            let server = &mut servers[i];
+            let subject = EffectiveSubject::new(&session.subject, Some(&server.server));
+            server
+                .sessions
+                .entry(session.key.name.clone())
+                .or_default()
+                .push(CompiledSession { session, subject });
+        }
+
+        let mut by_name = HashMap::new();
+        for (i, s) in servers.iter().enumerate() {
+            by_name
+                .entry(s.server.key.name.clone())
+                .and_modify(|e| *e = NameLookup::Ambiguous)
+                .or_insert(NameLookup::Unique(i));
+        }
+        let by_path = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.server.ingress_path.clone(), i))
+            .collect();
+        Snapshot {
+            revision: set.revision,
+            counts,
+            servers,
+            by_key,
+            by_name,
+            by_path,
+        }
+    }
+
+    pub fn servers(&self) -> &[CompiledServer] {
+        &self.servers
+    }
+
+    /// `namespace/name`, or a bare `name` that exactly one server has.
+    pub fn server_named(&self, name: &str) -> Option<&CompiledServer> {
+        let index = if name.contains('/') {
+            *self.by_key.get(name)?
+        } else {
+            match self.by_name.get(name)? {
+                NameLookup::Unique(i) => *i,
+                NameLookup::Ambiguous => return None,
+            }
+        };
+        Some(&self.servers[index])
+    }
+
+    /// The server whose ingress path is the longest path-boundary prefix of `path` (no query).
+    pub fn server_for_path(&self, path: &str) -> Option<&CompiledServer> {
+        if !path.starts_with('/') {
+            return None;
+        }
+        let mut candidate = path;
+        loop {
+            if let Some(&i) = self.by_path.get(candidate) {
+                return Some(&self.servers[i]);
+            }
+            match candidate.rfind('/') {
+                Some(0) if candidate.len() > 1 => candidate = "/",
+                Some(0) | None => return None,
+                Some(i) => candidate = &candidate[..i],
+            }
+        }
+    }
+}

@@ -1,0 +1,896 @@
+//! YAML documents → servers, grants and sessions, collecting every problem with its place.
+//!
+//! Nothing here stops at the first problem: each object is read as far as it can be, every
+//! problem is recorded as a [`Problem`], and the set is accepted only when none is an error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use super::yaml::{Document, Node, Value, YamlError};
+use super::{
+    API_VERSION, Auth, AuthMode, DefaultDecision, Grant, Kind, Mode, ObjectKey, RiskLevel,
+    RuleDecision, Server, ServerMode, Session, SideEffect, Subject, Tool, ToolRule, Trust,
+};
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem of a policy set, shown as `FILE:LINE: KIND NAMESPACE/NAME: FIELD: problem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub file: String,
+    pub line: usize,
+    /// `KIND NAMESPACE/NAME` once the object is known.
+    pub object: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.file, self.line)?;
+        if let Some(object) = &self.object {
+            write!(f, "{object}: ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// One parsed policy file.
+pub struct SourceFile {
+    /// The path as shown in problems.
+    pub display: String,
+    pub documents: Result<Vec<Document>, YamlError>,
+}
+
+/// A valid set, before compilation.
+#[derive(Debug, Default)]
+pub struct Objects {
+    pub servers: Vec<Server>,
+    pub grants: Vec<Grant>,
+    pub sessions: Vec<Session>,
+    pub warnings: Vec<Problem>,
+}
+
+/// Validates every document of every file; `Err` holds all problems, warnings included.
+pub fn validate(files: &[SourceFile]) -> Result<Objects, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut objects = Objects::default();
+    let mut seen: HashMap<(Kind, ObjectKey), (String, usize)> = HashMap::new();
+    for file in files {
+        let documents = match &file.documents {
+            Ok(documents) => documents,
+            Err(e) => {
+                problems.push(Problem {
+                    severity: Severity::Error,
+                    file: file.display.clone(),
+                    line: e.line,
+                    object: None,
+                    field: None,
+                    message: format!("invalid YAML: {}", e.message),
+                });
+                continue;
+            }
+        };
+        for document in documents {
+            let Some(root) = &document.root else { continue };
+            if root.is_null() {
+                continue;
+            }
+            let mut reader = Reader {
+                file: &file.display,
+                object: None,
+                line: document.line,
+                problems: &mut problems,
+            };
+            for object in reader.document(root) {
+                let (kind, key, line) = object.identity();
+                let here = (file.display.clone(), line);
+                if let Some((first_file, first_line)) = seen.get(&(kind, key.clone())) {
+                    problems.push(Problem {
+                        severity: Severity::Error,
+                        file: file.display.clone(),
+                        line,
+                        object: Some(format!("{} {key}", kind.as_str())),
+                        field: Some("metadata.name".into()),
+                        message: format!("defined twice (first at {first_file}:{first_line})"),
+                    });
+                    continue;
+                }
+                seen.insert((kind, key), here);
+                match object {
+                    Parsed::Server(s, _) => objects.servers.push(s),
+                    Parsed::Grant(g, _) => objects.grants.push(g),
+                    Parsed::Session(s, _) => objects.sessions.push(s),
+                }
+            }
+        }
+    }
+    cross_check(&objects, &seen, &mut problems);
+    if problems.iter().any(|p| p.severity == Severity::Error) {
+        return Err(problems);
+    }
+    objects.warnings = problems;
+    Ok(objects)
+}
+
+/// Checks that span objects: ingress paths, dangling references, empty subjects.
+fn cross_check(
+    objects: &Objects,
+    seen: &HashMap<(Kind, ObjectKey), (String, usize)>,
+    problems: &mut Vec<Problem>,
+) {
+    let place = |kind: Kind, key: &ObjectKey| seen.get(&(kind, key.clone())).cloned();
+    let mut paths: BTreeMap<&str, &ObjectKey> = BTreeMap::new();
+    let mut servers: Vec<&Server> = objects.servers.iter().collect();
+    servers.sort_by(|a, b| a.key.cmp(&b.key));
+    for server in servers {
+        if let Some(first) = paths.insert(&server.ingress_path, &server.key) {
+            paths.insert(&server.ingress_path, first);
+            if let Some((file, line)) = place(Kind::Server, &server.key) {
+                problems.push(Problem {
+                    severity: Severity::Error,
+                    file,
+                    line,
+                    object: Some(format!("MCPServer {}", server.key)),
+                    field: Some("spec.ingressPath".into()),
+                    message: format!(
+                        "`{}` is also the ingress path of MCPServer {first} (servers of the same name in two namespaces need an explicit ingressPath)",
+                        server.ingress_path
+                    ),
+                });
+            }
+        }
+    }
+    let server_keys: std::collections::HashSet<&ObjectKey> =
+        objects.servers.iter().map(|s| &s.key).collect();
+    let mut warn = |kind: Kind, key: &ObjectKey, field: &str, message: String| {
+        if let Some((file, line)) = place(kind, key) {
+            problems.push(Problem {
+                severity: Severity::Warning,
+                file,
+                line,
+                object: Some(format!("{} {key}", kind.as_str())),
+                field: Some(field.into()),
+                message,
+            });
+        }
+    };
+    for grant in &objects.grants {
+        if !server_keys.contains(&grant.server_ref) {
+            warn(
+                Kind::Grant,
+                &grant.key,
+                "spec.serverRef",
+                format!("names no loaded MCPServer (`{}`)", grant.server_ref),
+            );
+        }
+        if grant.subject.is_empty() {
+            warn(
+                Kind::Grant,
+                &grant.key,
+                "spec.subject",
+                "is empty: the grant matches no one".into(),
+            );
+        }
+    }
+    for session in &objects.sessions {
+        if !server_keys.contains(&session.server_ref) {
+            warn(
+                Kind::Session,
+                &session.key,
+                "spec.serverRef",
+                format!("names no loaded MCPServer (`{}`)", session.server_ref),
+            );
+        }
+    }
+}
+
+enum Parsed {
+    Server(Server, usize),
+    Grant(Grant, usize),
+    Session(Session, usize),
+}
+
+impl Parsed {
+    fn identity(&self) -> (Kind, ObjectKey, usize) {
+        match self {
+            Parsed::Server(s, line) => (Kind::Server, s.key.clone(), *line),
+            Parsed::Grant(g, line) => (Kind::Grant, g.key.clone(), *line),
+            Parsed::Session(s, line) => (Kind::Session, s.key.clone(), *line),
+        }
+    }
+}
+
+/// Reads one document, recording problems against the current file and object.
+struct Reader<'a> {
+    file: &'a str,
+    /// `KIND NAMESPACE/NAME` once known.
+    object: Option<String>,
+    /// Where problems without a line of their own are reported: the object's first line.
+    line: usize,
+    problems: &'a mut Vec<Problem>,
+}
+
+/// The known keys of one mapping.
+struct Fields<'n> {
+    entries: Vec<(&'static str, &'n Node)>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .filter(|v| !v.is_null())
+    }
+}
+
+impl Reader<'_> {
+    fn error(&mut self, line: usize, field: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            severity: Severity::Error,
+            file: self.file.to_string(),
+            line,
+            object: self.object.clone(),
+            field: (!field.is_empty()).then(|| field.to_string()),
+            message: message.into(),
+        });
+    }
+
+    /// The known keys of a mapping at `path`. With `strict`, other keys are errors.
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        known: &[&'static str],
+        strict: bool,
+    ) -> Fields<'n> {
+        let mut fields = Fields {
+            entries: Vec::new(),
+        };
+        if node.is_null() {
+            return fields;
+        }
+        let Some(entries) = node.as_map() else {
+            self.error(
+                node.line,
+                path,
+                format!("expected a mapping, found {}", node.type_name()),
+            );
+            return fields;
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in entries {
+            let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
+                self.error(key.line, path, "mapping keys must be strings");
+                continue;
+            };
+            let field = join(path, name);
+            if seen.contains(&name) {
+                self.error(key.line, &field, "duplicate key");
+                continue;
+            }
+            seen.push(name);
+            match known.iter().find(|k| **k == name) {
+                Some(k) => fields.entries.push((k, value)),
+                None if strict => self.error(key.line, &field, "unknown field"),
+                None => {}
+            }
+        }
+        fields
+    }
+
+    /// A YAML string; plain scalars that YAML reads as null, bool or number are errors.
+    fn string(&mut self, node: &Node, field: &str) -> Option<String> {
+        match &node.value {
+            Value::Scalar(s)
+                if !s.plain || s.tagged_str || node.type_name() == "a string" =>
+            {
+                Some(s.text.clone())
+            }
+            _ => {
+                let hint = if node.as_scalar().is_some() {
+                    " (quote it)"
+                } else {
+                    ""
+                };
+                self.error(
+                    node.line,
+                    field,
+                    format!("expected a string, found {}{hint}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A string that may be left out; empty counts as absent.
+    fn opt_string(&mut self, fields: &Fields, key: &str, path: &str) -> Option<String> {
+        let node = fields.get(key)?;
+        self.string(node, &join(path, key)).filter(|s| !s.is_empty())
+    }
+
+    fn keyword<T>(
+        &mut self,
+        fields: &Fields,
+        key: &str,
+        path: &str,
+        parse: fn(&str) -> Option<T>,
+        choices: &str,
+    ) -> Option<T> {
+        let node = fields.get(key)?;
+        let field = join(path, key);
+        let text = self.string(node, &field)?;
+        let value = parse(&text);
+        if value.is_none() {
+            self.error(
+                node.line,
+                &field,
+                format!("`{text}` is not one of {}", choices.trim_end()),
+            );
+        }
+        value
+    }
+
+    fn boolean(&mut self, fields: &Fields, key: &str, path: &str) -> bool {
+        let Some(node) = fields.get(key) else {
+            return false;
+        };
+        match node.as_scalar() {
+            Some(s) if s.plain && matches!(s.text.as_str(), "true" | "True" | "TRUE") => true,
+            Some(s) if s.plain && matches!(s.text.as_str(), "false" | "False" | "FALSE") => false,
+            _ => {
+                self.error(
+                    node.line,
+                    &join(path, key),
+                    format!("expected true or false, found {}", describe(node)),
+                );
+                false
+            }
+        }
+    }
+
+    fn time(&mut self, fields: &Fields, key: &str, path: &str) -> Option<Timestamp> {
+        let node = fields.get(key)?;
+        let field = join(path, key);
+        let text = match node.as_scalar() {
+            Some(s) => s.text.clone(),
+            None => {
+                self.error(
+                    node.line,
+                    &field,
+                    format!("expected an RFC 3339 time, found {}", node.type_name()),
+                );
+                return None;
+            }
+        };
+        match Timestamp::parse_rfc3339(&text) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(node.line, &field, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn seq<'n>(&mut self, fields: &Fields<'n>, key: &str, path: &str) -> &'n [Node] {
+        let Some(node) = fields.get(key) else {
+            return &[];
+        };
+        match node.as_seq() {
+            Some(items) => items,
+            None => {
+                self.error(
+                    node.line,
+                    &join(path, key),
+                    format!("expected a sequence, found {}", node.type_name()),
+                );
+                &[]
+            }
+        }
+    }
+
+    /// One document: an object, or a `kind: List` of objects.
+    fn document(&mut self, root: &Node) -> Vec<Parsed> {
+        let fields = self.fields(
+            root,
+            "",
+            &["apiVersion", "kind", "metadata", "items"],
+            false,
+        );
+        if root.as_map().is_none() {
+            return Vec::new();
+        }
+        let is_list = fields
+            .get("kind")
+            .and_then(Node::as_scalar)
+            .is_some_and(|s| s.text == "List");
+        if !is_list {
+            return self.object(root).into_iter().collect();
+        }
+        match fields.get("apiVersion").and_then(Node::as_scalar) {
+            Some(s) if s.text == "v1" => {}
+            Some(s) => self.error(
+                fields.get("apiVersion").map_or(root.line, |n| n.line),
+                "apiVersion",
+                format!("a `kind: List` needs `apiVersion: v1`, found `{}`", s.text),
+            ),
+            None => self.error(root.line, "apiVersion", "missing (a `kind: List` needs `v1`)"),
+        }
+        let mut objects = Vec::new();
+        let items = self.seq(&fields, "items", "");
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("items[{i}]");
+            if item.is_null() {
+                self.error(item.line, &field, "null item");
+                continue;
+            }
+            if item
+                .get("kind")
+                .and_then(Node::as_scalar)
+                .is_some_and(|s| s.text == "List")
+            {
+                self.error(item.line, &field, "a List inside a List");
+                continue;
+            }
+            if item.as_map().is_none() {
+                self.error(
+                    item.line,
+                    &field,
+                    format!("expected an object, found {}", item.type_name()),
+                );
+                continue;
+            }
+            let line = self.line;
+            self.line = item.line;
+            objects.extend(self.object(item));
+            self.line = line;
+            self.object = None;
+        }
+        objects
+    }
+
+    fn object(&mut self, root: &Node) -> Option<Parsed> {
+        let line = root.line.max(self.line);
+        self.line = line;
+        let peek = |node: Option<&Node>| node.and_then(Node::as_scalar).map(|s| s.text.clone());
+        if let (Some(kind), Some(name)) = (
+            peek(root.get("kind")),
+            peek(root.get("metadata").and_then(|m| m.get("name"))),
+        ) {
+            let namespace = peek(root.get("metadata").and_then(|m| m.get("namespace")))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into());
+            self.object = Some(format!("{kind} {namespace}/{name}"));
+        }
+        let fields = self.fields(
+            root,
+            "",
+            &["apiVersion", "kind", "metadata", "spec", "status"],
+            true,
+        );
+        let api_version = match fields.get("apiVersion") {
+            Some(node) => self.string(node, "apiVersion"),
+            None => {
+                self.error(line, "apiVersion", "missing");
+                None
+            }
+        };
+        let kind_node = fields.get("kind");
+        let kind = match kind_node {
+            Some(node) => self.string(node, "kind"),
+            None => {
+                self.error(line, "kind", "missing");
+                None
+            }
+        };
+        let kind = kind.and_then(|k| match k.as_str() {
+            "MCPServer" => Some(Kind::Server),
+            "MCPAccessGrant" => Some(Kind::Grant),
+            "MCPAgentSession" => Some(Kind::Session),
+            other => {
+                self.error(
+                    kind_node.map_or(line, |n| n.line),
+                    "kind",
+                    format!("unknown kind `{other}` (expected MCPServer, MCPAccessGrant or MCPAgentSession)"),
+                );
+                None
+            }
+        });
+        if let Some(v) = &api_version
+            && v != API_VERSION
+        {
+            self.error(
+                fields.get("apiVersion").map_or(line, |n| n.line),
+                "apiVersion",
+                format!("unknown apiVersion `{v}` (expected `{API_VERSION}`)"),
+            );
+        }
+        let metadata = fields.get("metadata");
+        let meta = match metadata {
+            Some(node) => self.fields(node, "metadata", &["name", "namespace"], false),
+            None => Fields {
+                entries: Vec::new(),
+            },
+        };
+        let name = match meta.get("name") {
+            Some(node) => self.string(node, "metadata.name").filter(|n| !n.is_empty()),
+            None => None,
+        };
+        if name.is_none() && meta.get("name").is_none() {
+            self.error(
+                metadata.map_or(line, |n| n.line),
+                "metadata.name",
+                "missing",
+            );
+        }
+        let namespace = self
+            .opt_string(&meta, "namespace", "metadata")
+            .unwrap_or_else(|| "default".to_string());
+        let (kind, name) = (kind?, name?);
+        let key = ObjectKey::new(&namespace, &name);
+        self.object = Some(format!("{} {key}", kind.as_str()));
+        let errors_before = self.problems.len();
+        let spec = fields.get("spec");
+        let empty = Node {
+            line,
+            value: Value::Map(Vec::new()),
+        };
+        let spec = spec.unwrap_or(&empty);
+        let parsed = match kind {
+            Kind::Server => self.server(key, spec).map(|s| Parsed::Server(s, line)),
+            Kind::Grant => self.grant(key, spec).map(|g| Parsed::Grant(g, line)),
+            Kind::Session => self.session(key, spec).map(|s| Parsed::Session(s, line)),
+        };
+        if api_version.as_deref() != Some(API_VERSION) || self.problems.len() != errors_before {
+            return None;
+        }
+        parsed
+    }
+
+    fn server(&mut self, key: ObjectKey, spec: &Node) -> Option<Server> {
+        let fields = self.fields(
+            spec,
+            "spec",
+            &["ingressPath", "teamID", "tools", "auth", "policy", "session"],
+            false,
+        );
+        let ingress_path = match fields.get("ingressPath") {
+            Some(node) => {
+                let path = self.string(node, "spec.ingressPath")?;
+                if !path.starts_with('/') || (path.len() > 1 && path.ends_with('/')) {
+                    self.error(
+                        node.line,
+                        "spec.ingressPath",
+                        format!("`{path}` must start with `/` and not end with `/`"),
+                    );
+                }
+                path
+            }
+            None => format!("/{}/mcp", key.name),
+        };
+        let team_id = self.opt_string(&fields, "teamID", "spec");
+        let mut tools: Vec<Tool> = Vec::new();
+        for (i, node) in self.seq(&fields, "tools", "spec").iter().enumerate() {
+            let path = format!("spec.tools[{i}]");
+            let f = self.fields(
+                node,
+                &path,
+                &[
+                    "name",
+                    "requiredTrust",
+                    "sideEffect",
+                    "riskLevel",
+                    "description",
+                    "labels",
+                ],
+                true,
+            );
+            let Some(name) = self.required_name(&f, node, &path) else {
+                continue;
+            };
+            if tools.iter().any(|t| t.name == name) {
+                self.error(node.line, &join(&path, "name"), format!("duplicate tool `{name}`"));
+            }
+            let required_trust = self
+                .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::CHOICES)
+                .unwrap_or(Trust::Low);
+            let side_effect =
+                self.keyword(&f, "sideEffect", &path, SideEffect::parse, SideEffect::CHOICES);
+            let risk_level =
+                self.keyword(&f, "riskLevel", &path, RiskLevel::parse, RiskLevel::CHOICES);
+            tools.push(Tool {
+                name,
+                required_trust,
+                side_effect,
+                risk_level,
+            });
+        }
+        let auth = self.auth(fields.get("auth"));
+        let policy = fields
+            .get("policy")
+            .map(|n| {
+                self.fields(
+                    n,
+                    "spec.policy",
+                    &["mode", "defaultDecision", "policyVersion"],
+                    true,
+                )
+            })
+            .unwrap_or(Fields {
+                entries: Vec::new(),
+            });
+        let mode = self
+            .keyword(&policy, "mode", "spec.policy", ServerMode::parse, ServerMode::CHOICES)
+            .unwrap_or(ServerMode::AllowList)
+            .mode();
+        let default_decision = self
+            .keyword(
+                &policy,
+                "defaultDecision",
+                "spec.policy",
+                DefaultDecision::parse,
+                DefaultDecision::CHOICES,
+            )
+            .unwrap_or(DefaultDecision::Deny);
+        let policy_version = self
+            .opt_string(&policy, "policyVersion", "spec.policy")
+            .unwrap_or_else(|| "v1".to_string());
+        let session = fields
+            .get("session")
+            .map(|n| self.fields(n, "spec.session", &["required"], true))
+            .unwrap_or(Fields {
+                entries: Vec::new(),
+            });
+        let session_required = self.boolean(&session, "required", "spec.session");
+        Some(Server {
+            key,
+            ingress_path,
+            team_id,
+            tools,
+            auth: auth?,
+            mode,
+            default_decision,
+            policy_version,
+            session_required,
+        })
+    }
+
+    fn required_name(&mut self, fields: &Fields, node: &Node, path: &str) -> Option<String> {
+        match fields.get("name") {
+            Some(n) => {
+                let name = self.string(n, &join(path, "name"))?;
+                if name.is_empty() {
+                    self.error(n.line, &join(path, "name"), "must not be empty");
+                    return None;
+                }
+                Some(name)
+            }
+            None => {
+                self.error(node.line, &join(path, "name"), "missing");
+                None
+            }
+        }
+    }
+
+    fn auth(&mut self, node: Option<&Node>) -> Option<Auth> {
+        let mut auth = Auth::default();
+        let Some(node) = node else {
+            return Some(auth);
+        };
+        let path = "spec.auth";
+        let f = self.fields(
+            node,
+            path,
+            &[
+                "mode",
+                "humanIDHeader",
+                "agentIDHeader",
+                "teamIDHeader",
+                "sessionIDHeader",
+                "jwtPayloadKey",
+                "trustDomain",
+            ],
+            true,
+        );
+        if let Some(mode) = self.keyword(&f, "mode", path, AuthMode::parse, AuthMode::CHOICES) {
+            auth.mode = mode;
+        }
+        for (key, slot) in [
+            ("humanIDHeader", &mut auth.human_header),
+            ("agentIDHeader", &mut auth.agent_header),
+            ("teamIDHeader", &mut auth.team_header),
+            ("sessionIDHeader", &mut auth.session_header),
+            ("jwtPayloadKey", &mut auth.jwt_payload_key),
+        ] {
+            if let Some(value) = self.opt_string(&f, key, path) {
+                *slot = value;
+            }
+        }
+        auth.trust_domain = self.opt_string(&f, "trustDomain", path);
+        if auth.mode == AuthMode::Mtls && auth.trust_domain.is_none() {
+            self.error(node.line, "spec.auth.trustDomain", "required when `mode: mtls`");
+            return None;
+        }
+        Some(auth)
+    }
+
+    fn server_ref(&mut self, fields: &Fields, own: &ObjectKey, spec: &Node) -> Option<ObjectKey> {
+        let Some(node) = fields.get("serverRef") else {
+            self.error(spec.line, "spec.serverRef", "missing");
+            return None;
+        };
+        let f = self.fields(node, "spec.serverRef", &["name", "namespace"], true);
+        let name = self.required_name(&f, node, "spec.serverRef")?;
+        let namespace = self
+            .opt_string(&f, "namespace", "spec.serverRef")
+            .unwrap_or_else(|| own.namespace.clone());
+        Some(ObjectKey::new(&namespace, &name))
+    }
+
+    fn subject(&mut self, fields: &Fields) -> Subject {
+        let Some(node) = fields.get("subject") else {
+            return Subject::default();
+        };
+        let path = "spec.subject";
+        let f = self.fields(node, path, &["humanID", "agentID", "teamID"], true);
+        Subject {
+            human: self.opt_string(&f, "humanID", path),
+            agent: self.opt_string(&f, "agentID", path),
+            team: self.opt_string(&f, "teamID", path),
+        }
+    }
+
+    fn grant(&mut self, key: ObjectKey, spec: &Node) -> Option<Grant> {
+        let fields = self.fields(
+            spec,
+            "spec",
+            &[
+                "serverRef",
+                "subject",
+                "maxTrust",
+                "allowedSideEffects",
+                "toolRules",
+                "disabled",
+                "expiresAt",
+                "policyVersion",
+                "mode",
+            ],
+            true,
+        );
+        let server_ref = self.server_ref(&fields, &key, spec);
+        let subject = self.subject(&fields);
+        let max_trust = self
+            .keyword(&fields, "maxTrust", "spec", Trust::parse, Trust::CHOICES)
+            .unwrap_or(Trust::Low);
+        let mut allowed_side_effects = Vec::new();
+        for (i, node) in self
+            .seq(&fields, "allowedSideEffects", "spec")
+            .iter()
+            .enumerate()
+        {
+            let field = format!("spec.allowedSideEffects[{i}]");
+            let Some(text) = self.string(node, &field) else {
+                continue;
+            };
+            match SideEffect::parse(&text) {
+                Some(effect) if allowed_side_effects.contains(&effect) => {
+                    self.error(node.line, &field, format!("duplicate side effect `{text}`"))
+                }
+                Some(effect) => allowed_side_effects.push(effect),
+                None => self.error(
+                    node.line,
+                    &field,
+                    format!("`{text}` is not one of {}", SideEffect::CHOICES.trim_end()),
+                ),
+            }
+        }
+        let mut tool_rules: Vec<ToolRule> = Vec::new();
+        for (i, node) in self.seq(&fields, "toolRules", "spec").iter().enumerate() {
+            let path = format!("spec.toolRules[{i}]");
+            let f = self.fields(node, &path, &["name", "decision", "requiredTrust"], true);
+            let Some(name) = self.required_name(&f, node, &path) else {
+                continue;
+            };
+            if tool_rules.iter().any(|r| r.name == name) {
+                self.error(node.line, &join(&path, "name"), format!("duplicate rule `{name}`"));
+            }
+            let decision = self
+                .keyword(&f, "decision", &path, RuleDecision::parse, RuleDecision::CHOICES)
+                .unwrap_or(RuleDecision::Allow);
+            let required_trust = self
+                .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::CHOICES)
+                .unwrap_or(Trust::Low);
+            tool_rules.push(ToolRule {
+                name,
+                decision,
+                required_trust,
+            });
+        }
+        let disabled = self.boolean(&fields, "disabled", "spec");
+        let expires_at = self.time(&fields, "expiresAt", "spec");
+        let policy_version = self.opt_string(&fields, "policyVersion", "spec");
+        let mode = self
+            .keyword(&fields, "mode", "spec", Mode::parse, Mode::CHOICES)
+            .unwrap_or(Mode::Enforce);
+        Some(Grant {
+            key,
+            server_ref: server_ref?,
+            subject,
+            max_trust,
+            allowed_side_effects,
+            tool_rules,
+            disabled,
+            expires_at,
+            policy_version,
+            mode,
+        })
+    }
+
+    fn session(&mut self, key: ObjectKey, spec: &Node) -> Option<Session> {
+        let fields = self.fields(
+            spec,
+            "spec",
+            &[
+                "serverRef",
+                "subject",
+                "consentedTrust",
+                "expiresAt",
+                "revoked",
+                "policyVersion",
+                "upstreamTokenSecretRef",
+            ],
+            true,
+        );
+        let server_ref = self.server_ref(&fields, &key, spec);
+        let subject = self.subject(&fields);
+        if subject.is_empty() {
+            let line = fields.get("subject").map_or(spec.line, |n| n.line);
+            self.error(line, "spec.subject", "needs at least one of humanID, agentID, teamID");
+        }
+        let consented_trust = self
+            .keyword(&fields, "consentedTrust", "spec", Trust::parse, Trust::CHOICES)
+            .unwrap_or(Trust::Low);
+        let expires_at = self.time(&fields, "expiresAt", "spec");
+        let revoked = self.boolean(&fields, "revoked", "spec");
+        let policy_version = self.opt_string(&fields, "policyVersion", "spec");
+        Some(Session {
+            key,
+            server_ref: server_ref?,
+            subject,
+            consented_trust,
+            expires_at,
+            revoked,
+            policy_version,
+        })
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn describe(node: &Node) -> String {
+    match node.as_scalar() {
+        Some(s) if s.plain => format!("`{}`", s.text),
+        Some(s) => format!("the string `{}`", s.text),
+        None => node.type_name().to_string(),
+    }
+}

@@ -1,0 +1,100 @@
+//! The command line: flags, their `MCP_AUTHZ_*` variables, and what they mean.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::policy::Mode;
+
+#[derive(Debug, Parser)]
+#[command(name = "mcp-authz", version, about = "Envoy ext_authz service for MCP traffic")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve envoy.service.auth.v3.Authorization/Check over gRPC.
+    Serve(ServeArgs),
+    /// Validate policy files and directories as one set.
+    Validate {
+        /// Directories (read recursively) and files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceMode {
+    Enforce,
+    Monitor,
+}
+
+impl From<ServiceMode> for Mode {
+    fn from(mode: ServiceMode) -> Mode {
+        match mode {
+            ServiceMode::Enforce => Mode::Enforce,
+            ServiceMode::Monitor => Mode::Monitor,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    #[value(name = "grpc")]
+    Grpc,
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `ADDR` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    Off,
+    On(SocketAddr),
+}
+
+fn parse_admin_listen(value: &str) -> Result<AdminListen, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(AdminListen::Off);
+    }
+    value
+        .parse()
+        .map(AdminListen::On)
+        .map_err(|e| format!("`{value}` is neither `off` nor an address: {e}"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Directory of policy files (read recursively).
+    #[arg(long, env = "MCP_AUTHZ_POLICY_DIR")]
+    pub policy_dir: PathBuf,
+    /// gRPC listen address (Check and health).
+    #[arg(long, env = "MCP_AUTHZ_LISTEN", default_value = "0.0.0.0:9191")]
+    pub listen: SocketAddr,
+    /// `monitor` lets every denial through as a would-deny.
+    #[arg(long, env = "MCP_AUTHZ_MODE", value_enum, default_value = "enforce")]
+    pub mode: ServiceMode,
+    /// OTLP endpoint for audit spans (else OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long, env = "MCP_AUTHZ_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol (else OTEL_EXPORTER_OTLP_PROTOCOL, else grpc).
+    #[arg(long, env = "MCP_AUTHZ_OTLP_PROTOCOL", value_enum)]
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// Largest request body inspected, in bytes; a larger one is denied.
+    #[arg(long, env = "MCP_AUTHZ_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    #[arg(long, env = "MCP_AUTHZ_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Plain-HTTP address for /metrics, /healthz and /ready, or `off`.
+    #[arg(long, env = "MCP_AUTHZ_ADMIN_LISTEN", default_value = "0.0.0.0:9464", value_parser = parse_admin_listen)]
+    pub admin_listen: AdminListen,
+}
