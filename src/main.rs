@@ -1,5 +1,6 @@
 //! The `mcp-authz` binary: `serve` and `validate`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -86,6 +87,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or(tracing::Level::INFO);
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -97,6 +99,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr().context("cannot read the listen address")?;
     let (reporter, health) = tonic_health::server::health_reporter();
     // Serving starts before the policy is read: until it is, health says NOT_SERVING and
     // every Check is answered 503 policy_unavailable.
@@ -116,7 +119,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let _ = stop_rx.await;
         },
     ));
-    tracing::info!(listen = %args.listen, "serving ext_authz");
+    tracing::info!(listen = %local, "serving ext_authz");
 
     let dir = args.policy_dir.clone();
     let loader = Arc::clone(&store);

@@ -3,7 +3,7 @@
 //! The same function serves `validate`, start-up and every reload, so the three can never
 //! disagree about what a directory means.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -57,31 +57,62 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<PolicySet, LoadError> {
     for root in paths {
         collect_root(root.as_ref(), &mut entries, &mut problems);
     }
-    entries.sort_by(|a, b| a.relative.as_bytes().cmp(b.relative.as_bytes()));
+    let mut files = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match read_capped(&entry.path) {
+            Ok(bytes) => files.push(File {
+                relative: entry.relative,
+                display: entry.display,
+                bytes,
+            }),
+            Err(message) => problems.push(file_problem(&entry.display, message)),
+        }
+    }
+    build(files, problems)
+}
 
+/// One policy file's content, named by its path relative to its root.
+pub struct File {
+    pub relative: String,
+    pub display: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Loads in-memory files as one set (tests, fuzzing, tools); `display` is the relative path.
+pub fn load_files(files: &[(&str, &[u8])]) -> Result<PolicySet, LoadError> {
+    let files = files
+        .iter()
+        .map(|(name, bytes)| File {
+            relative: name.to_string(),
+            display: name.to_string(),
+            bytes: bytes.to_vec(),
+        })
+        .collect();
+    build(files, Vec::new())
+}
+
+/// Hashes, parses and validates `files`; `problems` are those found while reading them.
+fn build(mut files: Vec<File>, mut problems: Vec<Problem>) -> Result<PolicySet, LoadError> {
+    files.sort_by(|a, b| a.relative.as_bytes().cmp(b.relative.as_bytes()));
     let mut hasher = Sha256::new();
-    let mut sources = Vec::with_capacity(entries.len());
-    for entry in &entries {
-        let bytes = match read_capped(&entry.path) {
-            Ok(bytes) => bytes,
-            Err(message) => {
-                problems.push(file_problem(&entry.display, message));
-                continue;
-            }
-        };
-        hasher.update(entry.relative.as_bytes());
+    let mut sources = Vec::with_capacity(files.len());
+    for file in &files {
+        hasher.update(file.relative.as_bytes());
         hasher.update([0]);
-        hasher.update(&bytes);
+        hasher.update(&file.bytes);
         hasher.update([0]);
-        let documents = match std::str::from_utf8(&bytes) {
+        let documents = match std::str::from_utf8(&file.bytes) {
             Ok(text) => yaml::parse(text),
             Err(e) => Err(yaml::YamlError {
-                line: 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count(),
+                line: 1 + file.bytes[..e.valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count(),
                 message: "not UTF-8".into(),
             }),
         };
         sources.push(SourceFile {
-            display: entry.display.clone(),
+            display: file.display.clone(),
             documents,
         });
     }
@@ -100,7 +131,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<PolicySet, LoadError> {
                 grants,
                 sessions,
                 revision,
-                files: entries.len(),
+                files: files.len(),
                 warnings,
             })
         }
@@ -143,7 +174,7 @@ fn collect_root(root: &Path, entries: &mut Vec<Entry>, problems: &mut Vec<Proble
     match fs::metadata(root) {
         Err(e) => problems.push(file_problem(&display, format!("cannot read: {e}"))),
         Ok(meta) if meta.is_dir() => {
-            let mut ancestors = HashMap::new();
+            let mut ancestors = HashSet::new();
             walk(root, "", &display, &mut ancestors, entries, problems);
         }
         // A file named explicitly is loaded whatever its extension.
@@ -169,7 +200,7 @@ fn walk(
     dir: &Path,
     relative: &str,
     display: &str,
-    ancestors: &mut HashMap<PathBuf, ()>,
+    ancestors: &mut HashSet<PathBuf>,
     entries: &mut Vec<Entry>,
     problems: &mut Vec<Problem>,
 ) {
@@ -177,7 +208,7 @@ fn walk(
         Ok(c) => c,
         Err(e) => return problems.push(file_problem(display, format!("cannot read: {e}"))),
     };
-    if ancestors.contains_key(&canonical) {
+    if ancestors.contains(&canonical) {
         return problems.push(file_problem(
             display,
             "directory loop: this directory contains itself through a symbolic link".into(),
@@ -193,7 +224,7 @@ fn walk(
         .filter(|n| !n.starts_with('.'))
         .collect();
     names.sort();
-    ancestors.insert(canonical.clone(), ());
+    ancestors.insert(canonical.clone());
     for name in names {
         let path = dir.join(&name);
         let rel = if relative.is_empty() {

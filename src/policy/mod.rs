@@ -12,7 +12,7 @@ use std::fmt;
 
 use crate::time::Timestamp;
 
-pub use load::{LoadError, PolicySet, load_paths};
+pub use load::{LoadError, PolicySet, load_files, load_paths};
 pub use snapshot::Snapshot;
 pub use validate::{Problem, Severity};
 

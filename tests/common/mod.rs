@@ -1,0 +1,168 @@
+//! Shared test support: start the real binary on a free port and talk to it over gRPC.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BufMut;
+use mcp_authz::proto::auth::CheckResponse;
+use tonic::Status;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-authz");
+
+pub fn conformance_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
+}
+
+/// A running `mcp-authz serve`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `serve` on 127.0.0.1:0 and waits until the policy is loaded.
+    pub fn start(policy_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"])
+            .arg("--policy-dir")
+            .arg(policy_dir)
+            .args(extra)
+            .env_remove("MCP_AUTHZ_MODE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mcp-authz");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            addr: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(addr) = server.find_log("serving ext_authz").and_then(|l| listen_addr(&l)) {
+                server.addr = addr;
+            }
+            if !server.addr.is_empty() && server.find_log("policy loaded").is_some() {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("mcp-authz exited with {status}: {:?}", server.log.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "mcp-authz did not start: {:?}", server.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn find_log(&self, needle: &str) -> Option<String> {
+        self.log.lock().unwrap().iter().find(|l| l.contains(needle)).cloned()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to mcp-authz")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listen_addr(line: &str) -> Option<String> {
+    let rest = &line[line.find("listen=")? + "listen=".len()..];
+    Some(rest.split_whitespace().next()?.trim_matches('"').to_string())
+}
+
+/// Sends already-encoded CheckRequest bytes, exactly as given.
+pub async fn check_raw(channel: &Channel, request: Vec<u8>) -> Result<CheckResponse, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
+    grpc.unary(tonic::Request::new(request), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[derive(Clone, Copy)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = CheckResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<CheckResponse>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+pub struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+/// Reads a string or bool field of the dynamic metadata.
+pub fn metadata<'r>(response: &'r CheckResponse, key: &str) -> Option<&'r prost_types::value::Kind> {
+    response
+        .dynamic_metadata
+        .as_ref()?
+        .fields
+        .get(key)?
+        .kind
+        .as_ref()
+}
+
+pub fn metadata_str<'r>(response: &'r CheckResponse, key: &str) -> Option<&'r str> {
+    match metadata(response, key)? {
+        prost_types::value::Kind::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+pub fn metadata_bool(response: &CheckResponse, key: &str) -> Option<bool> {
+    match metadata(response, key)? {
+        prost_types::value::Kind::BoolValue(b) => Some(*b),
+        _ => None,
+    }
+}
+
