@@ -1,0 +1,712 @@
+//! Every reason code and every branch of the decision (SPEC §2), on the pure core.
+
+mod support;
+
+use mcp_authz::check::{Options, authorize};
+use mcp_authz::decision::{Reason, TrustFigures};
+use mcp_authz::policy::{Mode, Snapshot, Trust};
+use mcp_authz::response::check_response;
+use support::{Req, Seen, at, decide_at, seen, snapshot};
+
+const NOW: &str = "2026-06-01T00:00:00Z";
+
+const POLICY: &str = r#"
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: shop, namespace: ns}
+spec:
+  ingressPath: /shop/mcp
+  tools:
+    - {name: read, requiredTrust: low, sideEffect: read, riskLevel: low}
+    - {name: write, requiredTrust: medium, sideEffect: write}
+    - {name: wipe, requiredTrust: high, sideEffect: destructive, riskLevel: high}
+    - {name: mystery}
+  policy: {policyVersion: shop-v3}
+---
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: base, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: base}, maxTrust: medium, allowedSideEffects: [read, write], policyVersion: base-7}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: ruled-1-plain, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: ruled}, maxTrust: medium, allowedSideEffects: [read], toolRules: [{name: read}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: ruled-2-strict, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: ruled}, maxTrust: medium, allowedSideEffects: [read], toolRules: [{name: read, requiredTrust: high}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: weak-1, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: weak}, maxTrust: high, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: weak-2, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: weak}, allowedSideEffects: [write]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: weak-3, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: weak}, allowedSideEffects: [write]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: pick-1, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: pick}, maxTrust: medium, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: pick-2, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: pick}, maxTrust: high, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: denied-1, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: denied}, maxTrust: high, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: denied-2, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: denied}, toolRules: [{name: read, decision: DENY}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: narrow, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: narrow}, allowedSideEffects: [read, write], toolRules: [{name: read}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: switched-off, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: switched-off}, allowedSideEffects: [read], disabled: true}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: old, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: old}, allowedSideEffects: [read], expiresAt: "2026-06-01T00:00:00Z"}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: mixed-1, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: mixed}, allowedSideEffects: [read], expiresAt: 2026-01-01T00:00:00Z}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: mixed-2, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: mixed}, allowedSideEffects: [read], disabled: true}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: watch, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: watch}, allowedSideEffects: [read], mode: monitor}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: lift-1, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: lift}, allowedSideEffects: [read, write]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: lift-2, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: lift}, maxTrust: high, allowedSideEffects: [read, write], mode: observe}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: a-hide, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: hide}, maxTrust: high, allowedSideEffects: [read, write], mode: monitor,
+            toolRules: [{name: read, decision: deny}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: b-hide, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: hide}, allowedSideEffects: [read, write]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: alice, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {humanID: alice}, maxTrust: high, allowedSideEffects: [read, write]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAgentSession, metadata: {name: alice-s, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {humanID: alice}, consentedTrust: low}}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: vault, namespace: sec}
+spec:
+  teamID: team-v
+  tools: [{name: read, sideEffect: read}, {name: write, requiredTrust: medium, sideEffect: write}]
+  session: {required: true}
+  policy: {policyVersion: vault-1}
+---
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: bob, namespace: sec},
+     spec: {serverRef: {name: vault}, subject: {humanID: bob}, maxTrust: high, allowedSideEffects: [read, write]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: nobody, namespace: sec},
+     spec: {serverRef: {name: vault}, subject: {}, maxTrust: high, allowedSideEffects: [read, write]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAgentSession, metadata: {name: s-ok, namespace: sec},
+     spec: {serverRef: {name: vault}, subject: {humanID: bob}, consentedTrust: low}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAgentSession, metadata: {name: s-revoked, namespace: sec},
+     spec: {serverRef: {name: vault}, subject: {humanID: bob}, revoked: true, policyVersion: sess-9}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAgentSession, metadata: {name: s-expired, namespace: sec},
+     spec: {serverRef: {name: vault}, subject: {humanID: bob}, expiresAt: "2026-01-01T00:00:00Z"}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAgentSession, metadata: {name: s-edge, namespace: sec},
+     spec: {serverRef: {name: vault}, subject: {humanID: bob}, consentedTrust: high, expiresAt: "2026-06-01T00:00:00Z"}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAgentSession, metadata: {name: dup, namespace: b},
+     spec: {serverRef: {name: vault, namespace: sec}, subject: {humanID: bob}, consentedTrust: low}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAgentSession, metadata: {name: dup, namespace: a},
+     spec: {serverRef: {name: vault, namespace: sec}, subject: {humanID: bob}, consentedTrust: high}}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: open, namespace: ns}
+spec:
+  tools: [{name: read, sideEffect: read}, {name: write, sideEffect: write}]
+  policy: {defaultDecision: ALLOW}
+---
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: o-narrow, namespace: ns},
+     spec: {serverRef: {name: open}, subject: {agentID: narrow}, allowedSideEffects: [read], toolRules: [{name: read}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: o-blocked, namespace: ns},
+     spec: {serverRef: {name: open}, subject: {agentID: blocked}, toolRules: [{name: read, decision: deny}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: o-old, namespace: ns},
+     spec: {serverRef: {name: open}, subject: {agentID: old}, expiresAt: "2020-01-01T00:00:00Z"}}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: lab, namespace: ns}
+spec:
+  ingressPath: /lab
+  tools: [{name: run, sideEffect: write}]
+  policy: {mode: observe}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: custom, namespace: ns}
+spec:
+  ingressPath: /custom/mcp
+  tools: [{name: read, sideEffect: read}]
+  auth: {humanIDHeader: X-User, agentIDHeader: X-Bot, teamIDHeader: X-Org, sessionIDHeader: X-Sess}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPAccessGrant
+metadata: {name: carol-custom, namespace: ns}
+spec: {serverRef: {name: custom}, subject: {humanID: carol}, allowedSideEffects: [read]}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: jwtsrv, namespace: ns}
+spec:
+  ingressPath: /jwt/mcp
+  tools: [{name: read, sideEffect: read}]
+  auth: {mode: jwt, jwtPayloadKey: claims}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPAccessGrant
+metadata: {name: carol-jwt, namespace: ns}
+spec: {serverRef: {name: jwtsrv}, subject: {humanID: carol, agentID: cli, teamID: t1}, allowedSideEffects: [read]}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: mesh, namespace: ns}
+spec:
+  ingressPath: /mesh/mcp
+  teamID: team-m
+  tools: [{name: read, sideEffect: read}]
+  auth: {mode: MTLS, trustDomain: td.local}
+---
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: mesh-agents, namespace: ns},
+     spec: {serverRef: {name: mesh}, subject: {agentID: m1}, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAgentSession, metadata: {name: m-ok, namespace: team-a},
+     spec: {serverRef: {name: mesh, namespace: ns}, subject: {agentID: m1}}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAgentSession, metadata: {name: m-revoked, namespace: team-a},
+     spec: {serverRef: {name: mesh, namespace: ns}, subject: {agentID: m1}, revoked: true}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAgentSession, metadata: {name: m-other, namespace: team-a},
+     spec: {serverRef: {name: shop, namespace: ns}, subject: {agentID: m1}}}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: twin, namespace: one}
+spec: {ingressPath: /twin-one}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: twin, namespace: two}
+spec: {ingressPath: /twin-two}
+"#;
+
+fn policy() -> Snapshot {
+    snapshot(POLICY)
+}
+
+fn expect(
+    decision: &'static str,
+    reason: &'static str,
+    would_deny: bool,
+    grant: Option<&str>,
+    session: Option<&str>,
+) -> Seen {
+    Seen {
+        decision,
+        reason,
+        would_deny,
+        grant: grant.map(str::to_string),
+        session: session.map(str::to_string),
+    }
+}
+
+fn allow(grant: &str) -> Seen {
+    expect("allow", "allowed", false, Some(grant), None)
+}
+
+fn deny(reason: &'static str, grant: Option<&str>) -> Seen {
+    expect("deny", reason, false, grant, None)
+}
+
+fn would_deny(reason: &'static str, grant: Option<&str>) -> Seen {
+    expect("allow", reason, true, grant, None)
+}
+
+fn run_mode(snapshot: &Snapshot, req: &Req, mode: Mode) -> Seen {
+    seen(&decide_at(snapshot, &req.input(), mode, at(NOW)))
+}
+
+fn run(snapshot: &Snapshot, req: &Req) -> Seen {
+    run_mode(snapshot, req, Mode::Enforce)
+}
+
+fn shop(tool: &str) -> Req {
+    Req::tool("/shop/mcp", tool)
+}
+
+#[test]
+fn grant_steps_and_their_attribution() {
+    let p = policy();
+    let cases = [
+        (shop("read").agent("base"), allow("ns/base")),
+        (shop("write").agent("base"), allow("ns/base")),
+        (shop("wipe").agent("base"), deny("side_effect_not_allowed", Some("ns/base"))),
+        (shop("mystery").agent("base"), deny("tool_side_effect_unknown", Some("ns/base"))),
+        (shop("undeclared").agent("base"), deny("tool_side_effect_unknown", Some("ns/base"))),
+        // A rule's requiredTrust above the tool's own: blame the grant with that rule.
+        (shop("read").agent("ruled"), deny("trust_too_low", Some("ns/ruled-2-strict"))),
+        // Otherwise the first contributing grant with the admin trust.
+        (shop("write").agent("weak"), deny("trust_too_low", Some("ns/weak-2"))),
+        (shop("read").agent("pick"), allow("ns/pick-2")),
+        // A deny rule wins at once, even behind a covering grant.
+        (shop("read").agent("denied"), deny("tool_denied", Some("ns/denied-2"))),
+        (shop("read").agent("narrow"), allow("ns/narrow")),
+        (shop("write").agent("narrow"), deny("tool_not_granted", None)),
+        (shop("read").agent("switched-off"), deny("tool_not_granted", None)),
+        (shop("read").agent("mixed"), deny("grant_expired", None)),
+        (shop("read").agent("stranger"), deny("no_matching_grant", None)),
+        // Subjects match on every non-empty field.
+        (shop("read").agent("base").human("anyone"), allow("ns/base")),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{}", req.body);
+    }
+}
+
+#[test]
+fn expiry_is_strict() {
+    let p = policy();
+    let req = shop("read").agent("old");
+    assert_eq!(seen(&decide_at(&p, &req.input(), Mode::Enforce, at(NOW))), allow("ns/old"));
+    let later = at("2026-06-01T00:00:00.000000001Z");
+    assert_eq!(
+        seen(&decide_at(&p, &req.input(), Mode::Enforce, later)),
+        deny("grant_expired", None)
+    );
+}
+
+#[test]
+fn trust_arithmetic_is_reported() {
+    let p = policy();
+    let req = Req::tool("/vault/mcp", "write").human("bob").team("team-v").session("s-ok");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(d.reason, Reason::TrustTooLow);
+    assert_eq!(
+        d.trust,
+        Some(TrustFigures {
+            required: Trust::Medium,
+            admin: Trust::High,
+            consented: Trust::Low,
+            effective: Trust::Low,
+        })
+    );
+    let tool = d.tool.unwrap();
+    assert_eq!(tool.required_trust, Trust::Medium);
+    assert_eq!(d.policy_version, Some("vault-1"));
+    assert_eq!(d.session_id.as_deref(), Some("s-ok"));
+    assert_eq!(d.session_key(), Some("sec/s-ok"));
+}
+
+#[test]
+fn sessions() {
+    let p = policy();
+    let vault = |tool: &str| Req::tool("/vault/mcp", tool).human("bob").team("team-v");
+    fn sess(s: &str) -> Option<&str> {
+        Some(s)
+    }
+    let cases = [
+        (vault("read"), deny("missing_session", None)),
+        (vault("read").session("s-ok"), expect("allow", "allowed", false, Some("sec/bob"), sess("sec/s-ok"))),
+        (vault("read").session("nope"), deny("session_not_found", None)),
+        (
+            vault("read").session("s-revoked"),
+            expect("deny", "session_revoked", false, None, sess("sec/s-revoked")),
+        ),
+        (
+            vault("read").session("s-expired"),
+            expect("deny", "session_expired", false, None, sess("sec/s-expired")),
+        ),
+        // Equal to expiresAt is still valid.
+        (vault("write").session("s-edge"), expect("allow", "allowed", false, Some("sec/bob"), sess("sec/s-edge"))),
+        // Two namespaces hold `dup`: the first in namespace/name order (a/dup, consent high).
+        (vault("write").session("dup"), expect("allow", "allowed", false, Some("sec/bob"), sess("a/dup"))),
+        // The session's subject inherits the server's team: no team header, no session.
+        (
+            Req::tool("/vault/mcp", "read").human("bob").session("s-ok"),
+            deny("session_not_found", None),
+        ),
+        // Optional sessions: a sent id is checked; without one, consent is the admin trust.
+        (shop("read").human("alice").session("nope"), deny("session_not_found", None)),
+        (shop("write").human("alice"), allow("ns/alice")),
+        (
+            shop("write").human("alice").session("alice-s"),
+            expect("deny", "trust_too_low", false, Some("ns/alice"), sess("ns/alice-s")),
+        ),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{:?}", req.headers);
+    }
+    let revoked = vault("read").session("s-revoked");
+    let d = decide_at(&p, &revoked.input(), Mode::Enforce, at(NOW));
+    assert_eq!(d.policy_version, Some("sess-9"));
+}
+
+#[test]
+fn empty_subject_matches_no_one_even_with_a_team_default() {
+    let p = policy();
+    let req = Req::tool("/vault/mcp", "read").team("team-v").session("s-ok");
+    // Only the empty-subject grant `nobody` could match a team-only caller; it matches no one.
+    assert_eq!(run(&p, &req), deny("session_not_found", None));
+    let agent = Req::tool("/vault/mcp", "read").agent("x").team("team-v");
+    assert_eq!(run(&p, &agent), deny("missing_session", None));
+}
+
+#[test]
+fn default_decision_allow_covers_only_the_nothing_grants_it_reasons() {
+    let p = policy();
+    let open = |tool: &str| Req::tool("/open/mcp", tool);
+    let cases = [
+        (open("read").agent("stranger"), expect("allow", "no_matching_grant", false, None, None)),
+        (open("write").agent("narrow"), expect("allow", "tool_not_granted", false, None, None)),
+        (open("read").agent("old"), expect("allow", "grant_expired", false, None, None)),
+        (open("read").agent("blocked"), deny("tool_denied", Some("ns/o-blocked"))),
+        (open("read").agent("narrow"), allow("ns/o-narrow")),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{:?}", req.headers);
+    }
+}
+
+#[test]
+fn monitor_grants() {
+    let p = policy();
+    let cases = [
+        // Every live grant of the caller is in monitor mode: the denial is let through.
+        (shop("write").agent("watch"), would_deny("side_effect_not_allowed", Some("ns/watch"))),
+        (shop("read").agent("watch"), allow("ns/watch")),
+        // A monitor grant's allows are real: its higher trust lifts the enforce grant's limit.
+        (shop("write").agent("lift"), allow("ns/lift-2")),
+        // A monitor deny rule over an enforce allow: would-deny, attributed to the monitor grant.
+        (shop("read").agent("hide"), would_deny("tool_denied", Some("ns/a-hide"))),
+        // It never hides the enforce grant's own denial.
+        (shop("write").agent("hide"), deny("trust_too_low", Some("ns/b-hide"))),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{:?}", req.headers);
+    }
+    let req = shop("read").agent("watch");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(d.mode, Mode::Monitor, "an allow by a monitor grant is a monitor-mode decision");
+    let req = shop("read").agent("base");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(d.mode, Mode::Enforce);
+}
+
+#[test]
+fn service_monitor_mode_lets_every_denial_through_with_the_same_evidence() {
+    let p = policy();
+    let reqs = [
+        shop("write").agent("weak"),
+        shop("read").agent("denied"),
+        shop("read"),
+        Req::tool("/nowhere", "read").agent("base"),
+        Req::post("/shop/mcp", "{").agent("base"),
+        Req::tool("/vault/mcp", "read").human("bob").team("team-v"),
+        shop("read").agent("base"),
+    ];
+    for req in reqs {
+        let enforce = run_mode(&p, &req, Mode::Enforce);
+        let monitor = run_mode(&p, &req, Mode::Monitor);
+        assert_eq!(monitor.decision, "allow", "{req:?}", req = req.path);
+        assert_eq!(monitor.reason, enforce.reason);
+        assert_eq!(monitor.grant, enforce.grant);
+        assert_eq!(monitor.would_deny, enforce.decision == "deny");
+    }
+    let req = shop("read");
+    let none = authorize(
+        None,
+        &req.input(),
+        &Options {
+            mode: Mode::Monitor,
+            ..Options::default()
+        },
+        at(NOW),
+    );
+    assert!(none.would_deny);
+    assert_eq!(none.reason, Reason::PolicyUnavailable);
+}
+
+#[test]
+fn server_monitor_mode_covers_inspection_identity_and_grant_denials() {
+    let p = policy();
+    let cases = [
+        (Req::tool("/lab", "run"), would_deny("missing_identity", None)),
+        (Req::tool("/lab/sub", "run").human("h"), would_deny("no_matching_grant", None)),
+        (Req::post("/lab", "[]").human("h"), would_deny("rpc_inspection_failed", None)),
+        (Req::post("/lab", "{}").header("content-length", "99"), would_deny("rpc_body_truncated", None)),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{}", req.body);
+    }
+    let req = Req::tool("/lab", "run");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(d.mode, Mode::Monitor);
+    assert_eq!(d.http_status(), 200);
+}
+
+#[test]
+fn server_selection() {
+    let p = policy();
+    let cases = [
+        (shop("read").agent("base").server("ns/shop"), allow("ns/base")),
+        (Req::tool("/elsewhere", "read").agent("base").server("shop"), allow("ns/base")),
+        // Present but unknown or ambiguous: no fall-back to the path.
+        (shop("read").agent("base").server("ns/none"), deny("unknown_server", None)),
+        (shop("read").agent("base").server("twin"), deny("unknown_server", None)),
+        (shop("read").agent("base").server(""), deny("unknown_server", None)),
+        (Req::tool("/shop/mcp/x/y", "read").agent("base"), allow("ns/base")),
+        (Req::tool("/shop/mcp?x=/y", "read").agent("base"), allow("ns/base")),
+        (Req::tool("/shop/mcpx", "read").agent("base"), deny("unknown_server", None)),
+        (Req::tool("/shop", "read").agent("base"), deny("unknown_server", None)),
+        (Req::tool("/shop%2Fmcp", "read").agent("base"), deny("unknown_server", None)),
+        (Req::tool("", "read").agent("base"), deny("unknown_server", None)),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{} {:?}", req.path, req.mcp_server);
+    }
+    let req = Req::tool("/twin-two/x", "t");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(d.server_key(), Some("two/twin"));
+
+    let nested = snapshot(
+        r#"
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: root}
+spec: {ingressPath: /}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: admin}
+spec: {ingressPath: /a/mcp/admin}
+"#,
+    );
+    let server = |path: &str| {
+        let req = Req::post(path, "{}");
+        decide_at(&nested, &req.input(), Mode::Enforce, at(NOW))
+            .server_key()
+            .map(str::to_string)
+    };
+    assert_eq!(server("/a/mcp/admin/x").as_deref(), Some("default/admin"));
+    assert_eq!(server("/a/mcp/adminx").as_deref(), Some("default/root"));
+    assert_eq!(server("/").as_deref(), Some("default/root"));
+}
+
+#[test]
+fn identity_modes() {
+    let p = policy();
+    let cases = [
+        (shop("read"), deny("missing_identity", None)),
+        (shop("read").agent(" \t "), deny("missing_identity", None)),
+        (shop("read").header("X-MCP-AGENT-ID", "\tbase "), allow("ns/base")),
+        // Custom header names; the default ones are not identity there.
+        (Req::tool("/custom/mcp", "read").header("x-user", "carol"), allow("ns/carol-custom")),
+        (Req::tool("/custom/mcp", "read").human("carol"), deny("missing_identity", None)),
+        // jwt: claims from the configured payload key, with fallbacks over empty claims.
+        (
+            Req::tool("/jwt/mcp", "read").claims(
+                "claims",
+                &[("sub", "carol"), ("azp", ""), ("client_id", "cli"), ("team_id", ""), ("tid", "t1")],
+            ),
+            allow("ns/carol-jwt"),
+        ),
+        (
+            Req::tool("/jwt/mcp", "read").claims("claims", &[("sub", "carol"), ("azp", "cli"), ("tenant_id", "t1")]),
+            allow("ns/carol-jwt"),
+        ),
+        (
+            Req::tool("/jwt/mcp", "read").claims("jwt_payload", &[("sub", "carol")]),
+            deny("missing_identity", None),
+        ),
+        (Req::tool("/jwt/mcp", "read").human("carol").agent("cli").team("t1"), deny("missing_identity", None)),
+        // mtls: the principal names the session; identity headers are ignored.
+        (
+            Req::tool("/mesh/mcp", "read").principal("spiffe://td.local/ns/team-a/session/m-ok").agent("evil"),
+            expect("allow", "allowed", false, Some("ns/mesh-agents"), Some("team-a/m-ok")),
+        ),
+        (
+            Req::tool("/mesh/mcp", "read").principal("spiffe://other/ns/team-a/session/m-ok"),
+            deny("invalid_spiffe_identity", None),
+        ),
+        (Req::tool("/mesh/mcp", "read").agent("m1"), deny("invalid_spiffe_identity", None)),
+        (
+            Req::tool("/mesh/mcp", "read").principal("spiffe://td.local/ns/team-a/session/m-other"),
+            deny("session_not_found", None),
+        ),
+        (
+            Req::tool("/mesh/mcp", "read").principal("spiffe://td.local/ns/team-b/session/m-ok"),
+            deny("session_not_found", None),
+        ),
+        (
+            Req::tool("/mesh/mcp", "read").principal("spiffe://td.local/ns/team-a/session/m-revoked"),
+            expect("deny", "session_revoked", false, None, Some("team-a/m-revoked")),
+        ),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{} {:?} {:?}", req.path, req.headers, req.jwt);
+    }
+    // mtls: the identity is the session's subject with the server's team.
+    let req = Req::tool("/mesh/mcp", "read").principal("spiffe://td.local/ns/team-a/session/m-ok");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(d.caller.agent.as_deref(), Some("m1"));
+    assert_eq!(d.caller.team.as_deref(), Some("team-m"));
+    assert_eq!(d.session_id.as_deref(), Some("m-ok"));
+}
+
+#[test]
+fn non_calls_need_no_identity() {
+    let p = policy();
+    let cases = [
+        Req {
+            method: "GET".into(),
+            path: "/shop/mcp".into(),
+            ..Req::default()
+        },
+        Req {
+            method: "DELETE".into(),
+            path: "/shop/mcp".into(),
+            ..Req::default()
+        },
+        Req::post("/shop/mcp", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+        Req::post("/shop/mcp", r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+        Req::post("/shop/mcp", r#"{"jsonrpc":"2.0","id":"x","error":{"code":1}}"#),
+    ];
+    for req in cases {
+        assert_eq!(run(&p, &req), expect("allow", "allowed", false, None, None), "{}", req.body);
+    }
+    // An SSE GET to an unknown path is still an unknown server.
+    let get = Req {
+        method: "GET".into(),
+        path: "/nowhere".into(),
+        ..Req::default()
+    };
+    assert_eq!(run(&p, &get), deny("unknown_server", None));
+}
+
+#[test]
+fn batches_report_their_deciding_element() {
+    let p = policy();
+    let call = |id: u32, tool: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}"}}}}"#)
+    };
+    let batch = |elements: &[String]| format!("[{}]", elements.join(","));
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_string();
+
+    let denied = Req::post("/shop/mcp", &batch(&[note.clone(), call(1, "read"), call(2, "wipe"), call(3, "mystery")]))
+        .agent("base");
+    let d = decide_at(&p, &denied.input(), Mode::Enforce, at(NOW));
+    assert_eq!(seen(&d), deny("side_effect_not_allowed", Some("ns/base")));
+    assert_eq!(d.call.as_ref().and_then(|c| c.id.as_deref()), Some("2"));
+    assert_eq!(d.call.as_ref().and_then(|c| c.tool.as_deref()), Some("wipe"));
+
+    // A denial anywhere beats an earlier would-deny.
+    let mixed = Req::post("/shop/mcp", &batch(&[call(1, "read"), call(2, "write")])).agent("hide");
+    let d = decide_at(&p, &mixed.input(), Mode::Enforce, at(NOW));
+    assert_eq!(seen(&d), deny("trust_too_low", Some("ns/b-hide")));
+
+    // Server monitor mode decides element by element: the first would-deny is reported.
+    let lab = Req::post("/lab", &batch(&[call(1, "run"), call(2, "run")]));
+    assert_eq!(run(&p, &lab), would_deny("missing_identity", None));
+
+    let only_would_deny = Req::post("/shop/mcp", &batch(&[call(1, "read"), call(2, "read")])).agent("hide");
+    assert_eq!(run(&p, &only_would_deny), would_deny("tool_denied", Some("ns/a-hide")));
+
+    let allowed = Req::post("/shop/mcp", &batch(&[note.clone(), call(5, "read")])).agent("base");
+    let d = decide_at(&p, &allowed.input(), Mode::Enforce, at(NOW));
+    assert_eq!(seen(&d), allow("ns/base"));
+    assert_eq!(d.call.as_ref().and_then(|c| c.id.as_deref()), Some("5"));
+
+    let notes = Req::post("/shop/mcp", &batch(&[note.clone(), note]));
+    let d = decide_at(&p, &notes.input(), Mode::Enforce, at(NOW));
+    assert_eq!(d.call.as_ref().map(|c| c.method.as_ref()), Some("notifications/initialized"));
+}
+
+#[test]
+fn bad_bodies_get_their_reason_never_an_allow() {
+    let p = policy();
+    let deep = format!(r#"{{"method":"tools/call","params":{{"name":"read","a":{}{}}}}}"#, "[".repeat(70), "]".repeat(70));
+    let cases: [(Req, &str); 9] = [
+        (shop("read").agent("base").header("x-envoy-auth-partial-body", "true"), "rpc_body_truncated"),
+        (shop("read").agent("base").header("content-length", "100000"), "rpc_body_truncated"),
+        (Req::post("/shop/mcp", "").agent("base").header("content-length", "10"), "rpc_body_missing"),
+        (Req::post("/shop/mcp", "").agent("base"), "rpc_inspection_failed"),
+        (Req::post("/shop/mcp", "not json").agent("base"), "rpc_inspection_failed"),
+        (Req::post("/shop/mcp", &deep).agent("base"), "rpc_inspection_failed"),
+        (
+            Req::post("/shop/mcp", r#"{"method":"tools/list","METHOD":"tools/call","params":{"name":"wipe"}}"#).agent("base"),
+            "rpc_ambiguous",
+        ),
+        (shop("read").agent("base").header("content-type", "text/plain"), "rpc_inspection_failed"),
+        (shop(&"x".repeat(2 * 1024 * 1024)).agent("base"), "rpc_inspection_failed"),
+    ];
+    for (req, reason) in cases {
+        assert_eq!(run(&p, &req), deny(reason, None), "{:.80}", req.body);
+    }
+    let mut invalid_utf8 = shop("read").agent("base");
+    invalid_utf8.body = String::from_utf8_lossy(b"{\"method\":\"tools/call\"}").into_owned();
+    let bytes = b"{\"method\":\"tools/call\",\"x\":\"\xff\"}".to_vec();
+    let mut input = invalid_utf8.input();
+    input.body = &bytes;
+    assert_eq!(
+        seen(&decide_at(&p, &input, Mode::Enforce, at(NOW))),
+        deny("rpc_inspection_failed", None)
+    );
+}
+
+#[test]
+fn responses_follow_the_decision() {
+    use mcp_authz::proto::auth::check_response::HttpResponse;
+    let p = policy();
+    let body = |req: &Req| {
+        let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+        match check_response(&d).http_response {
+            Some(HttpResponse::DeniedResponse(denied)) => {
+                serde_json::from_str::<serde_json::Value>(&denied.body).unwrap()
+            }
+            other => panic!("not denied: {other:?}"),
+        }
+    };
+    let missing = body(&shop("read"));
+    assert_eq!(missing["error"], "missing_identity");
+    assert_eq!(
+        missing["required_headers"],
+        serde_json::json!(["X-MCP-Human-ID", "X-MCP-Agent-ID", "X-MCP-Team-ID", "X-MCP-Agent-Session"])
+    );
+    let custom = body(&Req::tool("/custom/mcp", "read"));
+    assert_eq!(custom["required_headers"], serde_json::json!(["X-User", "X-Bot", "X-Org", "X-Sess"]));
+    let jwt = body(&Req::tool("/jwt/mcp", "read"));
+    assert!(jwt.get("required_headers").is_none());
+    let session = body(&Req::tool("/vault/mcp", "read").human("bob").team("team-v"));
+    assert_eq!(session["error"], "missing_session");
+    assert!(session["required_headers"].is_array());
+    let other = body(&shop("read").agent("stranger"));
+    assert!(other.get("required_headers").is_none());
+
+    let req = shop("read");
+    let unavailable = authorize(None, &req.input(), &Options::default(), at(NOW));
+    let response = check_response(&unavailable);
+    assert_eq!(response.status.unwrap().code, 14);
+    match response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => assert_eq!(denied.status.unwrap().code, 503),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_reason_code_is_reachable_here() {
+    // Guards the tests above against silently losing a reason.
+    let text = std::fs::read_to_string(file!()).unwrap();
+    for reason in Reason::ALL {
+        let s = reason.as_str();
+        let tested = text.contains(&format!("\"{s}\"")) || text.contains(&format!("Reason::{reason:?}"));
+        assert!(tested, "no decision test names `{s}`");
+    }
+}
+
+#[test]
+fn policy_versions() {
+    let p = policy();
+    let version = |req: Req| {
+        decide_at(&p, &req.input(), Mode::Enforce, at(NOW))
+            .policy_version
+            .map(str::to_string)
+    };
+    assert_eq!(version(shop("read").agent("base")).as_deref(), Some("base-7"));
+    assert_eq!(version(shop("read").agent("pick")).as_deref(), Some("shop-v3"));
+    assert_eq!(version(shop("read").agent("stranger")).as_deref(), Some("shop-v3"));
+    assert_eq!(version(Req::tool("/open/mcp", "read")).as_deref(), Some("v1"));
+}
