@@ -56,8 +56,12 @@ pub fn authorize<'a>(
     decision.policy_version = Some(&server.server.policy_version);
     let monitor = service_monitor || server.server.mode == Mode::Monitor;
 
-    let messages = match rpc::inspect(input.method, &input.headers, input.body, options.max_body_bytes)
-    {
+    let messages = match rpc::inspect(
+        input.method,
+        &input.headers,
+        input.body,
+        options.max_body_bytes,
+    ) {
         Ok(Inspection::NotACall) => Vec::new(),
         Ok(Inspection::Messages(messages)) => messages,
         Err(reason) => {
@@ -144,7 +148,11 @@ fn apply<'a>(decision: &mut Decision<'a>, server: &'a CompiledServer, outcome: T
         outcome.reason,
         Reason::SessionRevoked | Reason::SessionExpired
     )
-    .then(|| outcome.session.and_then(|s| s.session.policy_version.as_deref()))
+    .then(|| {
+        outcome
+            .session
+            .and_then(|s| s.session.policy_version.as_deref())
+    })
     .flatten();
     decision.policy_version = outcome
         .grant
@@ -158,7 +166,9 @@ fn finish(mut decision: Decision<'_>, monitor: bool) -> Decision<'_> {
     if decision.verdict == Verdict::Deny && monitor {
         decision.would_deny = true;
     }
-    let monitor_grant = decision.grant.is_some_and(|g| g.grant.mode == Mode::Monitor);
+    let monitor_grant = decision
+        .grant
+        .is_some_and(|g| g.grant.mode == Mode::Monitor);
     decision.mode = if decision.would_deny || monitor || monitor_grant {
         Mode::Monitor
     } else {

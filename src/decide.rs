@@ -68,7 +68,10 @@ pub fn decide_tool_call<'s>(
         SessionInput::None => None,
         SessionInput::Resolved(s) => Some(s),
         SessionInput::Id(id) => {
-            let Some(found) = server.sessions_named(id).find(|s| s.subject.matches(caller)) else {
+            let Some(found) = server
+                .sessions_named(id)
+                .find(|s| s.subject.matches(caller))
+            else {
                 return ToolOutcome::deny(Reason::SessionNotFound);
             };
             if let Some(reason) = session_denial(found, now) {
@@ -260,5 +263,10 @@ fn grant_steps<'s>(
         };
         return outcome(Verdict::Deny, Reason::TrustTooLow, grant, Some(trust));
     }
-    outcome(Verdict::Allow, Reason::Allowed, with_admin_trust, Some(trust))
+    outcome(
+        Verdict::Allow,
+        Reason::Allowed,
+        with_admin_trust,
+        Some(trust),
+    )
 }

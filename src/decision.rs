@@ -99,23 +99,39 @@ impl Reason {
         match self {
             Reason::Allowed => "The request is allowed.",
             Reason::UnknownServer => "No MCP server is configured for this route.",
-            Reason::RpcInspectionFailed => "The request body is not a JSON-RPC message that can be authorized.",
-            Reason::RpcBodyTruncated => "The request body was cut short before authorization, so it cannot be authorized.",
+            Reason::RpcInspectionFailed => {
+                "The request body is not a JSON-RPC message that can be authorized."
+            }
+            Reason::RpcBodyTruncated => {
+                "The request body was cut short before authorization, so it cannot be authorized."
+            }
             Reason::RpcBodyMissing => "The request body was not sent for authorization.",
-            Reason::RpcAmbiguous => "The JSON-RPC message repeats a key that decides what is called, so it is ambiguous.",
+            Reason::RpcAmbiguous => {
+                "The JSON-RPC message repeats a key that decides what is called, so it is ambiguous."
+            }
             Reason::PolicyUnavailable => "No access policy is loaded yet.",
             Reason::MissingIdentity => "The request does not say who is calling.",
             Reason::MissingSession => "This MCP server requires an agent session.",
-            Reason::SessionNotFound => "The agent session does not exist for this caller and server.",
+            Reason::SessionNotFound => {
+                "The agent session does not exist for this caller and server."
+            }
             Reason::SessionRevoked => "The agent session has been revoked.",
             Reason::SessionExpired => "The agent session has expired.",
-            Reason::InvalidSpiffeIdentity => "The client certificate does not carry a valid SPIFFE session identity.",
+            Reason::InvalidSpiffeIdentity => {
+                "The client certificate does not carry a valid SPIFFE session identity."
+            }
             Reason::NoMatchingGrant => "No access grant matches the caller on this MCP server.",
-            Reason::GrantExpired => "Every access grant of the caller on this MCP server has expired.",
+            Reason::GrantExpired => {
+                "Every access grant of the caller on this MCP server has expired."
+            }
             Reason::ToolNotGranted => "No access grant of the caller covers this tool.",
             Reason::ToolDenied => "An access grant denies this tool to the caller.",
-            Reason::ToolSideEffectUnknown => "The tool's side effect is not declared, so it cannot be granted.",
-            Reason::SideEffectNotAllowed => "The caller's grants do not allow this tool's side effect.",
+            Reason::ToolSideEffectUnknown => {
+                "The tool's side effect is not declared, so it cannot be granted."
+            }
+            Reason::SideEffectNotAllowed => {
+                "The caller's grants do not allow this tool's side effect."
+            }
             Reason::TrustTooLow => "The caller's effective trust is below what this tool requires.",
         }
     }

@@ -99,7 +99,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let local = listener.local_addr().context("cannot read the listen address")?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listen address")?;
     let (reporter, health) = tonic_health::server::health_reporter();
     // Serving starts before the policy is read: until it is, health says NOT_SERVING and
     // every Check is answered 503 policy_unavailable.

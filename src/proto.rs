@@ -32,6 +32,6 @@ pub mod google {
 }
 
 pub use envoy::config::core::v3 as core;
-pub use envoy::r#type::v3 as http;
 pub use envoy::service::auth::v3 as auth;
+pub use envoy::r#type::v3 as http;
 pub use google::rpc;

@@ -151,11 +151,11 @@ fn jwt_payloads(metadata: Option<&crate::proto::core::Metadata>) -> Vec<(&str, C
         .iter()
         .filter_map(|(key, value)| match &value.kind {
             Some(ValueKind::StructValue(payload)) => {
-                let claim = |name: &str| match payload.fields.get(name).and_then(|v| v.kind.as_ref())
-                {
-                    Some(ValueKind::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
-                    _ => None,
-                };
+                let claim =
+                    |name: &str| match payload.fields.get(name).and_then(|v| v.kind.as_ref()) {
+                        Some(ValueKind::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
+                        _ => None,
+                    };
                 Some((
                     key.as_str(),
                     Claims {

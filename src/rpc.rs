@@ -482,7 +482,9 @@ impl<'a> Reader<'a> {
                                     if !(0xDC00..=0xDFFF).contains(&low) {
                                         return None;
                                     }
-                                    char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?
+                                    char::from_u32(
+                                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00),
+                                    )?
                                 }
                                 0xDC00..=0xDFFF => return None,
                                 _ => char::from_u32(unit)?,
@@ -536,7 +538,10 @@ mod tests {
             tool(r#"{"method":"tools\/call","params":{"n\u0061me":"e\u0063ho"}}"#).as_deref(),
             Some("echo")
         );
-        assert_eq!(tool(r#"{"method":"call_tool","params":{"name":5}}"#).as_deref(), Some(""));
+        assert_eq!(
+            tool(r#"{"method":"call_tool","params":{"name":5}}"#).as_deref(),
+            Some("")
+        );
         assert_eq!(tool(r#"{"method":"tools/call"}"#).as_deref(), Some(""));
         assert_eq!(tool(r#"{"method":" tools/call "}"#), None);
     }
@@ -555,16 +560,31 @@ mod tests {
             assert_eq!(messages(body), Err(Reason::RpcAmbiguous), "{body}");
         }
         // Deeper keys are the tool's business.
-        assert!(messages(r#"{"method":"tools/call","params":{"arguments":{"name":1,"Name":2}}}"#).is_ok());
+        assert!(
+            messages(r#"{"method":"tools/call","params":{"arguments":{"name":1,"Name":2}}}"#)
+                .is_ok()
+        );
     }
 
     #[test]
     fn responses_and_blank_methods() {
-        assert_eq!(messages(r#"{"id":null,"error":{}}"#).unwrap(), vec![Message::Response]);
-        assert_eq!(messages(r#"{"id":1,"result":{},"method":" "}"#), Err(Reason::RpcInspectionFailed));
+        assert_eq!(
+            messages(r#"{"id":null,"error":{}}"#).unwrap(),
+            vec![Message::Response]
+        );
+        assert_eq!(
+            messages(r#"{"id":1,"result":{},"method":" "}"#),
+            Err(Reason::RpcInspectionFailed)
+        );
         assert_eq!(messages(r#"{"id":1}"#), Err(Reason::RpcInspectionFailed));
-        assert_eq!(messages(r#"{"method":"\t\r\n "}"#), Err(Reason::RpcInspectionFailed));
-        assert_eq!(messages(r#"{"method":7}"#), Err(Reason::RpcInspectionFailed));
+        assert_eq!(
+            messages(r#"{"method":"\t\r\n "}"#),
+            Err(Reason::RpcInspectionFailed)
+        );
+        assert_eq!(
+            messages(r#"{"method":7}"#),
+            Err(Reason::RpcInspectionFailed)
+        );
     }
 
     #[test]
@@ -618,14 +638,30 @@ mod tests {
     fn http_level_rules() {
         let h = |pairs: Vec<(&'static str, &'static str)>| Headers::new(pairs);
         let body = br#"{"method":"ping"}"#;
-        assert_eq!(inspect("GET", &h(vec![]), b"", 10), Ok(Inspection::NotACall));
+        assert_eq!(
+            inspect("GET", &h(vec![]), b"", 10),
+            Ok(Inspection::NotACall)
+        );
         assert_eq!(
             inspect("POST", &h(vec![("content-type", "text/plain")]), body, 100),
             Err(Reason::RpcInspectionFailed)
         );
-        assert!(inspect("POST", &h(vec![("Content-Type", "Application/JSON; charset=utf-8")]), body, 100).is_ok());
+        assert!(
+            inspect(
+                "POST",
+                &h(vec![("Content-Type", "Application/JSON; charset=utf-8")]),
+                body,
+                100
+            )
+            .is_ok()
+        );
         assert_eq!(
-            inspect("POST", &h(vec![("x-envoy-auth-partial-body", "TRUE")]), body, 100),
+            inspect(
+                "POST",
+                &h(vec![("x-envoy-auth-partial-body", "TRUE")]),
+                body,
+                100
+            ),
             Err(Reason::RpcBodyTruncated)
         );
         assert_eq!(
@@ -638,8 +674,14 @@ mod tests {
         );
         // Not plain digits, or over 64 bits: absent.
         for cl in ["+400", "4e2", "99999999999999999999", " "] {
-            assert!(inspect("POST", &h(vec![("content-length", cl)]), body, 1000).is_ok(), "{cl}");
+            assert!(
+                inspect("POST", &h(vec![("content-length", cl)]), body, 1000).is_ok(),
+                "{cl}"
+            );
         }
-        assert_eq!(inspect("POST", &h(vec![]), body, 5), Err(Reason::RpcInspectionFailed));
+        assert_eq!(
+            inspect("POST", &h(vec![]), body, 5),
+            Err(Reason::RpcInspectionFailed)
+        );
     }
 }

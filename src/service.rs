@@ -69,7 +69,9 @@ pub async fn serve(
     listener: TcpListener,
     store: Arc<PolicyStore>,
     options: Options,
-    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let authz = AuthorizationServer::new(AuthzService::new(store, options))

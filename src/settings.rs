@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::policy::Mode;
 
 #[derive(Debug, Parser)]
-#[command(name = "mcp-authz", version, about = "Envoy ext_authz service for MCP traffic")]
+#[command(
+    name = "mcp-authz",
+    version,
+    about = "Envoy ext_authz service for MCP traffic"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -59,7 +59,10 @@ fn verify(case: &Case, response: &CheckResponse) -> Vec<String> {
     };
     let e = &case.expect;
     let code = response.status.as_ref().map_or(0, |s| s.code);
-    check(code == e.grpc_code, format!("grpc_code {code} != {}", e.grpc_code));
+    check(
+        code == e.grpc_code,
+        format!("grpc_code {code} != {}", e.grpc_code),
+    );
     for (key, want) in [
         ("decision", Some(&e.decision)),
         ("reason", Some(&e.reason)),
@@ -70,17 +73,29 @@ fn verify(case: &Case, response: &CheckResponse) -> Vec<String> {
     ] {
         if let Some(want) = want {
             let got = metadata_str(response, key);
-            check(got == Some(want.as_str()), format!("{key} {got:?} != {want:?}"));
+            check(
+                got == Some(want.as_str()),
+                format!("{key} {got:?} != {want:?}"),
+            );
         }
     }
     let would_deny = metadata_bool(response, "would_deny");
-    check(would_deny == Some(e.would_deny), format!("would_deny {would_deny:?} != {}", e.would_deny));
+    check(
+        would_deny == Some(e.would_deny),
+        format!("would_deny {would_deny:?} != {}", e.would_deny),
+    );
     let revision = metadata_str(response, "policy_revision").unwrap_or_default();
-    check(revision.starts_with("sha256:"), format!("policy_revision {revision:?}"));
+    check(
+        revision.starts_with("sha256:"),
+        format!("policy_revision {revision:?}"),
+    );
 
     match &response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
-            check(e.http_status.is_none(), "ok_response where a denial was expected".into());
+            check(
+                e.http_status.is_none(),
+                "ok_response where a denial was expected".into(),
+            );
             let set = |name: &str| {
                 ok.headers.iter().find_map(|h| {
                     let hv = h.header.as_ref()?;
@@ -94,16 +109,24 @@ fn verify(case: &Case, response: &CheckResponse) -> Vec<String> {
                 );
             }
             for name in &e.headers_removed {
-                check(ok.headers_to_remove.contains(name), format!("{name} not removed"));
+                check(
+                    ok.headers_to_remove.contains(name),
+                    format!("{name} not removed"),
+                );
             }
             for name in WOULD_DENY_HEADERS {
                 if e.would_deny {
                     check(
                         set(name).map(|(_, a)| a)
                             == Some(HeaderAppendAction::OverwriteIfExistsOrAdd as i32),
-                        format!("would-deny header {name} missing or not OVERWRITE_IF_EXISTS_OR_ADD"),
+                        format!(
+                            "would-deny header {name} missing or not OVERWRITE_IF_EXISTS_OR_ADD"
+                        ),
                     );
-                    check(!ok.headers_to_remove.contains(&name.to_string()), format!("{name} listed for removal"));
+                    check(
+                        !ok.headers_to_remove.contains(&name.to_string()),
+                        format!("{name} listed for removal"),
+                    );
                 } else {
                     check(set(name).is_none(), format!("allow sets {name}"));
                 }
@@ -111,15 +134,24 @@ fn verify(case: &Case, response: &CheckResponse) -> Vec<String> {
         }
         Some(HttpResponse::DeniedResponse(denied)) => {
             let status = denied.status.as_ref().map(|s| s.code);
-            check(status == e.http_status, format!("http_status {status:?} != {:?}", e.http_status));
+            check(
+                status == e.http_status,
+                format!("http_status {status:?} != {:?}", e.http_status),
+            );
             let content_type = denied.headers.iter().find_map(|h| {
                 let hv = h.header.as_ref()?;
                 (hv.key == "content-type").then_some(hv.value.as_str())
             });
-            check(content_type == Some("application/json"), format!("content-type {content_type:?}"));
+            check(
+                content_type == Some("application/json"),
+                format!("content-type {content_type:?}"),
+            );
             match serde_json::from_str::<serde_json::Value>(&denied.body) {
                 Ok(body) => {
-                    check(body["error"] == e.reason.as_str(), format!("body error {}", body["error"]));
+                    check(
+                        body["error"] == e.reason.as_str(),
+                        format!("body error {}", body["error"]),
+                    );
                     check(body["message"].is_string(), "body has no message".into());
                 }
                 Err(err) => check(false, format!("body is not JSON: {err}")),
@@ -160,7 +192,12 @@ async fn every_vector_through_the_running_binary() {
             failures.push(format!("{}: {failure}", case.name));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     println!("{} conformance vectors passed", cases.len());
 }
 
@@ -168,7 +205,9 @@ async fn every_vector_through_the_running_binary() {
 async fn undecodable_request_is_invalid_argument() {
     let server = Server::start(&conformance_dir().join("policies"), &[]);
     let channel = server.channel().await;
-    let status = check_raw(&channel, vec![0x0a, 0xff, 0xff]).await.unwrap_err();
+    let status = check_raw(&channel, vec![0x0a, 0xff, 0xff])
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     // The service keeps answering afterwards.
     let bytes = std::fs::read(conformance_dir().join("requests/04-echo-allowed.bin")).unwrap();

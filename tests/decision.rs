@@ -234,21 +234,48 @@ fn grant_steps_and_their_attribution() {
     let cases = [
         (shop("read").agent("base"), allow("ns/base")),
         (shop("write").agent("base"), allow("ns/base")),
-        (shop("wipe").agent("base"), deny("side_effect_not_allowed", Some("ns/base"))),
-        (shop("mystery").agent("base"), deny("tool_side_effect_unknown", Some("ns/base"))),
-        (shop("undeclared").agent("base"), deny("tool_side_effect_unknown", Some("ns/base"))),
+        (
+            shop("wipe").agent("base"),
+            deny("side_effect_not_allowed", Some("ns/base")),
+        ),
+        (
+            shop("mystery").agent("base"),
+            deny("tool_side_effect_unknown", Some("ns/base")),
+        ),
+        (
+            shop("undeclared").agent("base"),
+            deny("tool_side_effect_unknown", Some("ns/base")),
+        ),
         // A rule's requiredTrust above the tool's own: blame the grant with that rule.
-        (shop("read").agent("ruled"), deny("trust_too_low", Some("ns/ruled-2-strict"))),
+        (
+            shop("read").agent("ruled"),
+            deny("trust_too_low", Some("ns/ruled-2-strict")),
+        ),
         // Otherwise the first contributing grant with the admin trust.
-        (shop("write").agent("weak"), deny("trust_too_low", Some("ns/weak-2"))),
+        (
+            shop("write").agent("weak"),
+            deny("trust_too_low", Some("ns/weak-2")),
+        ),
         (shop("read").agent("pick"), allow("ns/pick-2")),
         // A deny rule wins at once, even behind a covering grant.
-        (shop("read").agent("denied"), deny("tool_denied", Some("ns/denied-2"))),
+        (
+            shop("read").agent("denied"),
+            deny("tool_denied", Some("ns/denied-2")),
+        ),
         (shop("read").agent("narrow"), allow("ns/narrow")),
-        (shop("write").agent("narrow"), deny("tool_not_granted", None)),
-        (shop("read").agent("switched-off"), deny("tool_not_granted", None)),
+        (
+            shop("write").agent("narrow"),
+            deny("tool_not_granted", None),
+        ),
+        (
+            shop("read").agent("switched-off"),
+            deny("tool_not_granted", None),
+        ),
         (shop("read").agent("mixed"), deny("grant_expired", None)),
-        (shop("read").agent("stranger"), deny("no_matching_grant", None)),
+        (
+            shop("read").agent("stranger"),
+            deny("no_matching_grant", None),
+        ),
         // Subjects match on every non-empty field.
         (shop("read").agent("base").human("anyone"), allow("ns/base")),
     ];
@@ -261,7 +288,10 @@ fn grant_steps_and_their_attribution() {
 fn expiry_is_strict() {
     let p = policy();
     let req = shop("read").agent("old");
-    assert_eq!(seen(&decide_at(&p, &req.input(), Mode::Enforce, at(NOW))), allow("ns/old"));
+    assert_eq!(
+        seen(&decide_at(&p, &req.input(), Mode::Enforce, at(NOW))),
+        allow("ns/old")
+    );
     let later = at("2026-06-01T00:00:00.000000001Z");
     assert_eq!(
         seen(&decide_at(&p, &req.input(), Mode::Enforce, later)),
@@ -272,7 +302,10 @@ fn expiry_is_strict() {
 #[test]
 fn trust_arithmetic_is_reported() {
     let p = policy();
-    let req = Req::tool("/vault/mcp", "write").human("bob").team("team-v").session("s-ok");
+    let req = Req::tool("/vault/mcp", "write")
+        .human("bob")
+        .team("team-v")
+        .session("s-ok");
     let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
     assert_eq!(d.reason, Reason::TrustTooLow);
     assert_eq!(
@@ -300,31 +333,70 @@ fn sessions() {
     }
     let cases = [
         (vault("read"), deny("missing_session", None)),
-        (vault("read").session("s-ok"), expect("allow", "allowed", false, Some("sec/bob"), sess("sec/s-ok"))),
-        (vault("read").session("nope"), deny("session_not_found", None)),
+        (
+            vault("read").session("s-ok"),
+            expect("allow", "allowed", false, Some("sec/bob"), sess("sec/s-ok")),
+        ),
+        (
+            vault("read").session("nope"),
+            deny("session_not_found", None),
+        ),
         (
             vault("read").session("s-revoked"),
-            expect("deny", "session_revoked", false, None, sess("sec/s-revoked")),
+            expect(
+                "deny",
+                "session_revoked",
+                false,
+                None,
+                sess("sec/s-revoked"),
+            ),
         ),
         (
             vault("read").session("s-expired"),
-            expect("deny", "session_expired", false, None, sess("sec/s-expired")),
+            expect(
+                "deny",
+                "session_expired",
+                false,
+                None,
+                sess("sec/s-expired"),
+            ),
         ),
         // Equal to expiresAt is still valid.
-        (vault("write").session("s-edge"), expect("allow", "allowed", false, Some("sec/bob"), sess("sec/s-edge"))),
+        (
+            vault("write").session("s-edge"),
+            expect(
+                "allow",
+                "allowed",
+                false,
+                Some("sec/bob"),
+                sess("sec/s-edge"),
+            ),
+        ),
         // Two namespaces hold `dup`: the first in namespace/name order (a/dup, consent high).
-        (vault("write").session("dup"), expect("allow", "allowed", false, Some("sec/bob"), sess("a/dup"))),
+        (
+            vault("write").session("dup"),
+            expect("allow", "allowed", false, Some("sec/bob"), sess("a/dup")),
+        ),
         // The session's subject inherits the server's team: no team header, no session.
         (
             Req::tool("/vault/mcp", "read").human("bob").session("s-ok"),
             deny("session_not_found", None),
         ),
         // Optional sessions: a sent id is checked; without one, consent is the admin trust.
-        (shop("read").human("alice").session("nope"), deny("session_not_found", None)),
+        (
+            shop("read").human("alice").session("nope"),
+            deny("session_not_found", None),
+        ),
         (shop("write").human("alice"), allow("ns/alice")),
         (
             shop("write").human("alice").session("alice-s"),
-            expect("deny", "trust_too_low", false, Some("ns/alice"), sess("ns/alice-s")),
+            expect(
+                "deny",
+                "trust_too_low",
+                false,
+                Some("ns/alice"),
+                sess("ns/alice-s"),
+            ),
         ),
     ];
     for (req, want) in cases {
@@ -338,7 +410,9 @@ fn sessions() {
 #[test]
 fn empty_subject_matches_no_one_even_with_a_team_default() {
     let p = policy();
-    let req = Req::tool("/vault/mcp", "read").team("team-v").session("s-ok");
+    let req = Req::tool("/vault/mcp", "read")
+        .team("team-v")
+        .session("s-ok");
     // Only the empty-subject grant `nobody` could match a team-only caller; it matches no one.
     assert_eq!(run(&p, &req), deny("session_not_found", None));
     let agent = Req::tool("/vault/mcp", "read").agent("x").team("team-v");
@@ -350,10 +424,22 @@ fn default_decision_allow_covers_only_the_nothing_grants_it_reasons() {
     let p = policy();
     let open = |tool: &str| Req::tool("/open/mcp", tool);
     let cases = [
-        (open("read").agent("stranger"), expect("allow", "no_matching_grant", false, None, None)),
-        (open("write").agent("narrow"), expect("allow", "tool_not_granted", false, None, None)),
-        (open("read").agent("old"), expect("allow", "grant_expired", false, None, None)),
-        (open("read").agent("blocked"), deny("tool_denied", Some("ns/o-blocked"))),
+        (
+            open("read").agent("stranger"),
+            expect("allow", "no_matching_grant", false, None, None),
+        ),
+        (
+            open("write").agent("narrow"),
+            expect("allow", "tool_not_granted", false, None, None),
+        ),
+        (
+            open("read").agent("old"),
+            expect("allow", "grant_expired", false, None, None),
+        ),
+        (
+            open("read").agent("blocked"),
+            deny("tool_denied", Some("ns/o-blocked")),
+        ),
         (open("read").agent("narrow"), allow("ns/o-narrow")),
     ];
     for (req, want) in cases {
@@ -366,21 +452,34 @@ fn monitor_grants() {
     let p = policy();
     let cases = [
         // Every live grant of the caller is in monitor mode: the denial is let through.
-        (shop("write").agent("watch"), would_deny("side_effect_not_allowed", Some("ns/watch"))),
+        (
+            shop("write").agent("watch"),
+            would_deny("side_effect_not_allowed", Some("ns/watch")),
+        ),
         (shop("read").agent("watch"), allow("ns/watch")),
         // A monitor grant's allows are real: its higher trust lifts the enforce grant's limit.
         (shop("write").agent("lift"), allow("ns/lift-2")),
         // A monitor deny rule over an enforce allow: would-deny, attributed to the monitor grant.
-        (shop("read").agent("hide"), would_deny("tool_denied", Some("ns/a-hide"))),
+        (
+            shop("read").agent("hide"),
+            would_deny("tool_denied", Some("ns/a-hide")),
+        ),
         // It never hides the enforce grant's own denial.
-        (shop("write").agent("hide"), deny("trust_too_low", Some("ns/b-hide"))),
+        (
+            shop("write").agent("hide"),
+            deny("trust_too_low", Some("ns/b-hide")),
+        ),
     ];
     for (req, want) in cases {
         assert_eq!(run(&p, &req), want, "{:?}", req.headers);
     }
     let req = shop("read").agent("watch");
     let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
-    assert_eq!(d.mode, Mode::Monitor, "an allow by a monitor grant is a monitor-mode decision");
+    assert_eq!(
+        d.mode,
+        Mode::Monitor,
+        "an allow by a monitor grant is a monitor-mode decision"
+    );
     let req = shop("read").agent("base");
     let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
     assert_eq!(d.mode, Mode::Enforce);
@@ -424,10 +523,22 @@ fn service_monitor_mode_lets_every_denial_through_with_the_same_evidence() {
 fn server_monitor_mode_covers_inspection_identity_and_grant_denials() {
     let p = policy();
     let cases = [
-        (Req::tool("/lab", "run"), would_deny("missing_identity", None)),
-        (Req::tool("/lab/sub", "run").human("h"), would_deny("no_matching_grant", None)),
-        (Req::post("/lab", "[]").human("h"), would_deny("rpc_inspection_failed", None)),
-        (Req::post("/lab", "{}").header("content-length", "99"), would_deny("rpc_body_truncated", None)),
+        (
+            Req::tool("/lab", "run"),
+            would_deny("missing_identity", None),
+        ),
+        (
+            Req::tool("/lab/sub", "run").human("h"),
+            would_deny("no_matching_grant", None),
+        ),
+        (
+            Req::post("/lab", "[]").human("h"),
+            would_deny("rpc_inspection_failed", None),
+        ),
+        (
+            Req::post("/lab", "{}").header("content-length", "99"),
+            would_deny("rpc_body_truncated", None),
+        ),
     ];
     for (req, want) in cases {
         assert_eq!(run(&p, &req), want, "{}", req.body);
@@ -442,18 +553,51 @@ fn server_monitor_mode_covers_inspection_identity_and_grant_denials() {
 fn server_selection() {
     let p = policy();
     let cases = [
-        (shop("read").agent("base").server("ns/shop"), allow("ns/base")),
-        (Req::tool("/elsewhere", "read").agent("base").server("shop"), allow("ns/base")),
+        (
+            shop("read").agent("base").server("ns/shop"),
+            allow("ns/base"),
+        ),
+        (
+            Req::tool("/elsewhere", "read").agent("base").server("shop"),
+            allow("ns/base"),
+        ),
         // Present but unknown or ambiguous: no fall-back to the path.
-        (shop("read").agent("base").server("ns/none"), deny("unknown_server", None)),
-        (shop("read").agent("base").server("twin"), deny("unknown_server", None)),
-        (shop("read").agent("base").server(""), deny("unknown_server", None)),
-        (Req::tool("/shop/mcp/x/y", "read").agent("base"), allow("ns/base")),
-        (Req::tool("/shop/mcp?x=/y", "read").agent("base"), allow("ns/base")),
-        (Req::tool("/shop/mcpx", "read").agent("base"), deny("unknown_server", None)),
-        (Req::tool("/shop", "read").agent("base"), deny("unknown_server", None)),
-        (Req::tool("/shop%2Fmcp", "read").agent("base"), deny("unknown_server", None)),
-        (Req::tool("", "read").agent("base"), deny("unknown_server", None)),
+        (
+            shop("read").agent("base").server("ns/none"),
+            deny("unknown_server", None),
+        ),
+        (
+            shop("read").agent("base").server("twin"),
+            deny("unknown_server", None),
+        ),
+        (
+            shop("read").agent("base").server(""),
+            deny("unknown_server", None),
+        ),
+        (
+            Req::tool("/shop/mcp/x/y", "read").agent("base"),
+            allow("ns/base"),
+        ),
+        (
+            Req::tool("/shop/mcp?x=/y", "read").agent("base"),
+            allow("ns/base"),
+        ),
+        (
+            Req::tool("/shop/mcpx", "read").agent("base"),
+            deny("unknown_server", None),
+        ),
+        (
+            Req::tool("/shop", "read").agent("base"),
+            deny("unknown_server", None),
+        ),
+        (
+            Req::tool("/shop%2Fmcp", "read").agent("base"),
+            deny("unknown_server", None),
+        ),
+        (
+            Req::tool("", "read").agent("base"),
+            deny("unknown_server", None),
+        ),
     ];
     for (req, want) in cases {
         assert_eq!(run(&p, &req), want, "{} {:?}", req.path, req.mcp_server);
@@ -492,37 +636,72 @@ fn identity_modes() {
     let cases = [
         (shop("read"), deny("missing_identity", None)),
         (shop("read").agent(" \t "), deny("missing_identity", None)),
-        (shop("read").header("X-MCP-AGENT-ID", "\tbase "), allow("ns/base")),
+        (
+            shop("read").header("X-MCP-AGENT-ID", "\tbase "),
+            allow("ns/base"),
+        ),
         // Custom header names; the default ones are not identity there.
-        (Req::tool("/custom/mcp", "read").header("x-user", "carol"), allow("ns/carol-custom")),
-        (Req::tool("/custom/mcp", "read").human("carol"), deny("missing_identity", None)),
+        (
+            Req::tool("/custom/mcp", "read").header("x-user", "carol"),
+            allow("ns/carol-custom"),
+        ),
+        (
+            Req::tool("/custom/mcp", "read").human("carol"),
+            deny("missing_identity", None),
+        ),
         // jwt: claims from the configured payload key, with fallbacks over empty claims.
         (
             Req::tool("/jwt/mcp", "read").claims(
                 "claims",
-                &[("sub", "carol"), ("azp", ""), ("client_id", "cli"), ("team_id", ""), ("tid", "t1")],
+                &[
+                    ("sub", "carol"),
+                    ("azp", ""),
+                    ("client_id", "cli"),
+                    ("team_id", ""),
+                    ("tid", "t1"),
+                ],
             ),
             allow("ns/carol-jwt"),
         ),
         (
-            Req::tool("/jwt/mcp", "read").claims("claims", &[("sub", "carol"), ("azp", "cli"), ("tenant_id", "t1")]),
+            Req::tool("/jwt/mcp", "read").claims(
+                "claims",
+                &[("sub", "carol"), ("azp", "cli"), ("tenant_id", "t1")],
+            ),
             allow("ns/carol-jwt"),
         ),
         (
             Req::tool("/jwt/mcp", "read").claims("jwt_payload", &[("sub", "carol")]),
             deny("missing_identity", None),
         ),
-        (Req::tool("/jwt/mcp", "read").human("carol").agent("cli").team("t1"), deny("missing_identity", None)),
+        (
+            Req::tool("/jwt/mcp", "read")
+                .human("carol")
+                .agent("cli")
+                .team("t1"),
+            deny("missing_identity", None),
+        ),
         // mtls: the principal names the session; identity headers are ignored.
         (
-            Req::tool("/mesh/mcp", "read").principal("spiffe://td.local/ns/team-a/session/m-ok").agent("evil"),
-            expect("allow", "allowed", false, Some("ns/mesh-agents"), Some("team-a/m-ok")),
+            Req::tool("/mesh/mcp", "read")
+                .principal("spiffe://td.local/ns/team-a/session/m-ok")
+                .agent("evil"),
+            expect(
+                "allow",
+                "allowed",
+                false,
+                Some("ns/mesh-agents"),
+                Some("team-a/m-ok"),
+            ),
         ),
         (
             Req::tool("/mesh/mcp", "read").principal("spiffe://other/ns/team-a/session/m-ok"),
             deny("invalid_spiffe_identity", None),
         ),
-        (Req::tool("/mesh/mcp", "read").agent("m1"), deny("invalid_spiffe_identity", None)),
+        (
+            Req::tool("/mesh/mcp", "read").agent("m1"),
+            deny("invalid_spiffe_identity", None),
+        ),
         (
             Req::tool("/mesh/mcp", "read").principal("spiffe://td.local/ns/team-a/session/m-other"),
             deny("session_not_found", None),
@@ -532,12 +711,26 @@ fn identity_modes() {
             deny("session_not_found", None),
         ),
         (
-            Req::tool("/mesh/mcp", "read").principal("spiffe://td.local/ns/team-a/session/m-revoked"),
-            expect("deny", "session_revoked", false, None, Some("team-a/m-revoked")),
+            Req::tool("/mesh/mcp", "read")
+                .principal("spiffe://td.local/ns/team-a/session/m-revoked"),
+            expect(
+                "deny",
+                "session_revoked",
+                false,
+                None,
+                Some("team-a/m-revoked"),
+            ),
         ),
     ];
     for (req, want) in cases {
-        assert_eq!(run(&p, &req), want, "{} {:?} {:?}", req.path, req.headers, req.jwt);
+        assert_eq!(
+            run(&p, &req),
+            want,
+            "{} {:?} {:?}",
+            req.path,
+            req.headers,
+            req.jwt
+        );
     }
     // mtls: the identity is the session's subject with the server's team.
     let req = Req::tool("/mesh/mcp", "read").principal("spiffe://td.local/ns/team-a/session/m-ok");
@@ -561,12 +754,26 @@ fn non_calls_need_no_identity() {
             path: "/shop/mcp".into(),
             ..Req::default()
         },
-        Req::post("/shop/mcp", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
-        Req::post("/shop/mcp", r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
-        Req::post("/shop/mcp", r#"{"jsonrpc":"2.0","id":"x","error":{"code":1}}"#),
+        Req::post(
+            "/shop/mcp",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        ),
+        Req::post(
+            "/shop/mcp",
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        ),
+        Req::post(
+            "/shop/mcp",
+            r#"{"jsonrpc":"2.0","id":"x","error":{"code":1}}"#,
+        ),
     ];
     for req in cases {
-        assert_eq!(run(&p, &req), expect("allow", "allowed", false, None, None), "{}", req.body);
+        assert_eq!(
+            run(&p, &req),
+            expect("allow", "allowed", false, None, None),
+            "{}",
+            req.body
+        );
     }
     // An SSE GET to an unknown path is still an unknown server.
     let get = Req {
@@ -581,17 +788,30 @@ fn non_calls_need_no_identity() {
 fn batches_report_their_deciding_element() {
     let p = policy();
     let call = |id: u32, tool: &str| {
-        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}"}}}}"#)
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}"}}}}"#
+        )
     };
     let batch = |elements: &[String]| format!("[{}]", elements.join(","));
     let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_string();
 
-    let denied = Req::post("/shop/mcp", &batch(&[note.clone(), call(1, "read"), call(2, "wipe"), call(3, "mystery")]))
-        .agent("base");
+    let denied = Req::post(
+        "/shop/mcp",
+        &batch(&[
+            note.clone(),
+            call(1, "read"),
+            call(2, "wipe"),
+            call(3, "mystery"),
+        ]),
+    )
+    .agent("base");
     let d = decide_at(&p, &denied.input(), Mode::Enforce, at(NOW));
     assert_eq!(seen(&d), deny("side_effect_not_allowed", Some("ns/base")));
     assert_eq!(d.call.as_ref().and_then(|c| c.id.as_deref()), Some("2"));
-    assert_eq!(d.call.as_ref().and_then(|c| c.tool.as_deref()), Some("wipe"));
+    assert_eq!(
+        d.call.as_ref().and_then(|c| c.tool.as_deref()),
+        Some("wipe")
+    );
 
     // A denial anywhere beats an earlier would-deny.
     let mixed = Req::post("/shop/mcp", &batch(&[call(1, "read"), call(2, "write")])).agent("hide");
@@ -602,8 +822,12 @@ fn batches_report_their_deciding_element() {
     let lab = Req::post("/lab", &batch(&[call(1, "run"), call(2, "run")]));
     assert_eq!(run(&p, &lab), would_deny("missing_identity", None));
 
-    let only_would_deny = Req::post("/shop/mcp", &batch(&[call(1, "read"), call(2, "read")])).agent("hide");
-    assert_eq!(run(&p, &only_would_deny), would_deny("tool_denied", Some("ns/a-hide")));
+    let only_would_deny =
+        Req::post("/shop/mcp", &batch(&[call(1, "read"), call(2, "read")])).agent("hide");
+    assert_eq!(
+        run(&p, &only_would_deny),
+        would_deny("tool_denied", Some("ns/a-hide"))
+    );
 
     let allowed = Req::post("/shop/mcp", &batch(&[note.clone(), call(5, "read")])).agent("base");
     let d = decide_at(&p, &allowed.input(), Mode::Enforce, at(NOW));
@@ -612,26 +836,69 @@ fn batches_report_their_deciding_element() {
 
     let notes = Req::post("/shop/mcp", &batch(&[note.clone(), note]));
     let d = decide_at(&p, &notes.input(), Mode::Enforce, at(NOW));
-    assert_eq!(d.call.as_ref().map(|c| c.method.as_ref()), Some("notifications/initialized"));
+    assert_eq!(
+        d.call.as_ref().map(|c| c.method.as_ref()),
+        Some("notifications/initialized")
+    );
 }
 
 #[test]
 fn bad_bodies_get_their_reason_never_an_allow() {
     let p = policy();
-    let deep = format!(r#"{{"method":"tools/call","params":{{"name":"read","a":{}{}}}}}"#, "[".repeat(70), "]".repeat(70));
+    let deep = format!(
+        r#"{{"method":"tools/call","params":{{"name":"read","a":{}{}}}}}"#,
+        "[".repeat(70),
+        "]".repeat(70)
+    );
     let cases: [(Req, &str); 9] = [
-        (shop("read").agent("base").header("x-envoy-auth-partial-body", "true"), "rpc_body_truncated"),
-        (shop("read").agent("base").header("content-length", "100000"), "rpc_body_truncated"),
-        (Req::post("/shop/mcp", "").agent("base").header("content-length", "10"), "rpc_body_missing"),
-        (Req::post("/shop/mcp", "").agent("base"), "rpc_inspection_failed"),
-        (Req::post("/shop/mcp", "not json").agent("base"), "rpc_inspection_failed"),
-        (Req::post("/shop/mcp", &deep).agent("base"), "rpc_inspection_failed"),
         (
-            Req::post("/shop/mcp", r#"{"method":"tools/list","METHOD":"tools/call","params":{"name":"wipe"}}"#).agent("base"),
+            shop("read")
+                .agent("base")
+                .header("x-envoy-auth-partial-body", "true"),
+            "rpc_body_truncated",
+        ),
+        (
+            shop("read")
+                .agent("base")
+                .header("content-length", "100000"),
+            "rpc_body_truncated",
+        ),
+        (
+            Req::post("/shop/mcp", "")
+                .agent("base")
+                .header("content-length", "10"),
+            "rpc_body_missing",
+        ),
+        (
+            Req::post("/shop/mcp", "").agent("base"),
+            "rpc_inspection_failed",
+        ),
+        (
+            Req::post("/shop/mcp", "not json").agent("base"),
+            "rpc_inspection_failed",
+        ),
+        (
+            Req::post("/shop/mcp", &deep).agent("base"),
+            "rpc_inspection_failed",
+        ),
+        (
+            Req::post(
+                "/shop/mcp",
+                r#"{"method":"tools/list","METHOD":"tools/call","params":{"name":"wipe"}}"#,
+            )
+            .agent("base"),
             "rpc_ambiguous",
         ),
-        (shop("read").agent("base").header("content-type", "text/plain"), "rpc_inspection_failed"),
-        (shop(&"x".repeat(2 * 1024 * 1024)).agent("base"), "rpc_inspection_failed"),
+        (
+            shop("read")
+                .agent("base")
+                .header("content-type", "text/plain"),
+            "rpc_inspection_failed",
+        ),
+        (
+            shop(&"x".repeat(2 * 1024 * 1024)).agent("base"),
+            "rpc_inspection_failed",
+        ),
     ];
     for (req, reason) in cases {
         assert_eq!(run(&p, &req), deny(reason, None), "{:.80}", req.body);
@@ -664,10 +931,18 @@ fn responses_follow_the_decision() {
     assert_eq!(missing["error"], "missing_identity");
     assert_eq!(
         missing["required_headers"],
-        serde_json::json!(["X-MCP-Human-ID", "X-MCP-Agent-ID", "X-MCP-Team-ID", "X-MCP-Agent-Session"])
+        serde_json::json!([
+            "X-MCP-Human-ID",
+            "X-MCP-Agent-ID",
+            "X-MCP-Team-ID",
+            "X-MCP-Agent-Session"
+        ])
     );
     let custom = body(&Req::tool("/custom/mcp", "read"));
-    assert_eq!(custom["required_headers"], serde_json::json!(["X-User", "X-Bot", "X-Org", "X-Sess"]));
+    assert_eq!(
+        custom["required_headers"],
+        serde_json::json!(["X-User", "X-Bot", "X-Org", "X-Sess"])
+    );
     let jwt = body(&Req::tool("/jwt/mcp", "read"));
     assert!(jwt.get("required_headers").is_none());
     let session = body(&Req::tool("/vault/mcp", "read").human("bob").team("team-v"));
@@ -692,7 +967,8 @@ fn every_reason_code_is_reachable_here() {
     let text = std::fs::read_to_string(file!()).unwrap();
     for reason in Reason::ALL {
         let s = reason.as_str();
-        let tested = text.contains(&format!("\"{s}\"")) || text.contains(&format!("Reason::{reason:?}"));
+        let tested =
+            text.contains(&format!("\"{s}\"")) || text.contains(&format!("Reason::{reason:?}"));
         assert!(tested, "no decision test names `{s}`");
     }
 }
@@ -705,8 +981,20 @@ fn policy_versions() {
             .policy_version
             .map(str::to_string)
     };
-    assert_eq!(version(shop("read").agent("base")).as_deref(), Some("base-7"));
-    assert_eq!(version(shop("read").agent("pick")).as_deref(), Some("shop-v3"));
-    assert_eq!(version(shop("read").agent("stranger")).as_deref(), Some("shop-v3"));
-    assert_eq!(version(Req::tool("/open/mcp", "read")).as_deref(), Some("v1"));
+    assert_eq!(
+        version(shop("read").agent("base")).as_deref(),
+        Some("base-7")
+    );
+    assert_eq!(
+        version(shop("read").agent("pick")).as_deref(),
+        Some("shop-v3")
+    );
+    assert_eq!(
+        version(shop("read").agent("stranger")).as_deref(),
+        Some("shop-v3")
+    );
+    assert_eq!(
+        version(Req::tool("/open/mcp", "read")).as_deref(),
+        Some("v1")
+    );
 }

@@ -50,8 +50,13 @@ macro_rules! keyword_enum {
         pub enum $name { $($variant),+ }
 
         impl $name {
-            /// Every accepted spelling, for "expected one of" messages.
-            pub const CHOICES: &'static str = concat!($("`", $text, "`", $(", `", $alias, "`",)* " ",)+);
+            /// Every accepted spelling, for "expected one of" messages (ends with `, `).
+            const CHOICE_LIST: &'static str = concat!($("`", $text, "`, ", $("`", $alias, "`, ",)*)+);
+
+            /// Every accepted spelling: "`a`, `b`, `c`".
+            pub fn choices() -> &'static str {
+                Self::CHOICE_LIST.trim_end_matches(", ")
+            }
 
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }

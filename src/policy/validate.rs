@@ -97,8 +97,13 @@ pub fn validate(files: &[SourceFile]) -> Result<Objects, Vec<Problem>> {
                 line: document.line,
                 problems: &mut problems,
             };
-            for object in reader.document(root) {
-                let (kind, key, line) = object.identity();
+            for Located {
+                kind,
+                key,
+                line,
+                parsed,
+            } in reader.document(root)
+            {
                 let here = (file.display.clone(), line);
                 if let Some((first_file, first_line)) = seen.get(&(kind, key.clone())) {
                     problems.push(Problem {
@@ -112,10 +117,11 @@ pub fn validate(files: &[SourceFile]) -> Result<Objects, Vec<Problem>> {
                     continue;
                 }
                 seen.insert((kind, key), here);
-                match object {
-                    Parsed::Server(s, _) => objects.servers.push(s),
-                    Parsed::Grant(g, _) => objects.grants.push(g),
-                    Parsed::Session(s, _) => objects.sessions.push(s),
+                match parsed {
+                    Some(Parsed::Server(s)) => objects.servers.push(s),
+                    Some(Parsed::Grant(g)) => objects.grants.push(g),
+                    Some(Parsed::Session(s)) => objects.sessions.push(s),
+                    None => {}
                 }
             }
         }
@@ -201,19 +207,18 @@ fn cross_check(
 }
 
 enum Parsed {
-    Server(Server, usize),
-    Grant(Grant, usize),
-    Session(Session, usize),
+    Server(Server),
+    Grant(Grant),
+    Session(Session),
 }
 
-impl Parsed {
-    fn identity(&self) -> (Kind, ObjectKey, usize) {
-        match self {
-            Parsed::Server(s, line) => (Kind::Server, s.key.clone(), *line),
-            Parsed::Grant(g, line) => (Kind::Grant, g.key.clone(), *line),
-            Parsed::Session(s, line) => (Kind::Session, s.key.clone(), *line),
-        }
-    }
+/// An object whose identity is known; `parsed` is `None` when it has errors. Identity alone
+/// is enough to report a duplicate, even of an invalid object.
+struct Located {
+    kind: Kind,
+    key: ObjectKey,
+    line: usize,
+    parsed: Option<Parsed>,
 }
 
 /// Reads one document, recording problems against the current file and object.
@@ -299,9 +304,7 @@ impl Reader<'_> {
     /// A YAML string; plain scalars that YAML reads as null, bool or number are errors.
     fn string(&mut self, node: &Node, field: &str) -> Option<String> {
         match &node.value {
-            Value::Scalar(s)
-                if !s.plain || s.tagged_str || node.type_name() == "a string" =>
-            {
+            Value::Scalar(s) if !s.plain || s.tagged_str || node.type_name() == "a string" => {
                 Some(s.text.clone())
             }
             _ => {
@@ -323,7 +326,8 @@ impl Reader<'_> {
     /// A string that may be left out; empty counts as absent.
     fn opt_string(&mut self, fields: &Fields, key: &str, path: &str) -> Option<String> {
         let node = fields.get(key)?;
-        self.string(node, &join(path, key)).filter(|s| !s.is_empty())
+        self.string(node, &join(path, key))
+            .filter(|s| !s.is_empty())
     }
 
     fn keyword<T>(
@@ -332,7 +336,7 @@ impl Reader<'_> {
         key: &str,
         path: &str,
         parse: fn(&str) -> Option<T>,
-        choices: &str,
+        choices: fn() -> &'static str,
     ) -> Option<T> {
         let node = fields.get(key)?;
         let field = join(path, key);
@@ -342,7 +346,7 @@ impl Reader<'_> {
             self.error(
                 node.line,
                 &field,
-                format!("`{text}` is not one of {}", choices.trim_end()),
+                format!("`{text}` is not one of {}", choices()),
             );
         }
         value
@@ -407,7 +411,7 @@ impl Reader<'_> {
     }
 
     /// One document: an object, or a `kind: List` of objects.
-    fn document(&mut self, root: &Node) -> Vec<Parsed> {
+    fn document(&mut self, root: &Node) -> Vec<Located> {
         let fields = self.fields(
             root,
             "",
@@ -431,7 +435,11 @@ impl Reader<'_> {
                 "apiVersion",
                 format!("a `kind: List` needs `apiVersion: v1`, found `{}`", s.text),
             ),
-            None => self.error(root.line, "apiVersion", "missing (a `kind: List` needs `v1`)"),
+            None => self.error(
+                root.line,
+                "apiVersion",
+                "missing (a `kind: List` needs `v1`)",
+            ),
         }
         let mut objects = Vec::new();
         let items = self.seq(&fields, "items", "");
@@ -466,7 +474,7 @@ impl Reader<'_> {
         objects
     }
 
-    fn object(&mut self, root: &Node) -> Option<Parsed> {
+    fn object(&mut self, root: &Node) -> Option<Located> {
         let line = root.line.max(self.line);
         self.line = line;
         let peek = |node: Option<&Node>| node.and_then(Node::as_scalar).map(|s| s.text.clone());
@@ -554,21 +562,32 @@ impl Reader<'_> {
         };
         let spec = spec.unwrap_or(&empty);
         let parsed = match kind {
-            Kind::Server => self.server(key, spec).map(|s| Parsed::Server(s, line)),
-            Kind::Grant => self.grant(key, spec).map(|g| Parsed::Grant(g, line)),
-            Kind::Session => self.session(key, spec).map(|s| Parsed::Session(s, line)),
+            Kind::Server => self.server(key.clone(), spec).map(Parsed::Server),
+            Kind::Grant => self.grant(key.clone(), spec).map(Parsed::Grant),
+            Kind::Session => self.session(key.clone(), spec).map(Parsed::Session),
         };
-        if api_version.as_deref() != Some(API_VERSION) || self.problems.len() != errors_before {
-            return None;
-        }
-        parsed
+        let valid =
+            api_version.as_deref() == Some(API_VERSION) && self.problems.len() == errors_before;
+        Some(Located {
+            kind,
+            key,
+            line,
+            parsed: parsed.filter(|_| valid),
+        })
     }
 
     fn server(&mut self, key: ObjectKey, spec: &Node) -> Option<Server> {
         let fields = self.fields(
             spec,
             "spec",
-            &["ingressPath", "teamID", "tools", "auth", "policy", "session"],
+            &[
+                "ingressPath",
+                "teamID",
+                "tools",
+                "auth",
+                "policy",
+                "session",
+            ],
             false,
         );
         let ingress_path = match fields.get("ingressPath") {
@@ -606,15 +625,24 @@ impl Reader<'_> {
                 continue;
             };
             if tools.iter().any(|t| t.name == name) {
-                self.error(node.line, &join(&path, "name"), format!("duplicate tool `{name}`"));
+                self.error(
+                    node.line,
+                    &join(&path, "name"),
+                    format!("duplicate tool `{name}`"),
+                );
             }
             let required_trust = self
-                .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::CHOICES)
+                .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::choices)
                 .unwrap_or(Trust::Low);
-            let side_effect =
-                self.keyword(&f, "sideEffect", &path, SideEffect::parse, SideEffect::CHOICES);
+            let side_effect = self.keyword(
+                &f,
+                "sideEffect",
+                &path,
+                SideEffect::parse,
+                SideEffect::choices,
+            );
             let risk_level =
-                self.keyword(&f, "riskLevel", &path, RiskLevel::parse, RiskLevel::CHOICES);
+                self.keyword(&f, "riskLevel", &path, RiskLevel::parse, RiskLevel::choices);
             tools.push(Tool {
                 name,
                 required_trust,
@@ -637,7 +665,13 @@ impl Reader<'_> {
                 entries: Vec::new(),
             });
         let mode = self
-            .keyword(&policy, "mode", "spec.policy", ServerMode::parse, ServerMode::CHOICES)
+            .keyword(
+                &policy,
+                "mode",
+                "spec.policy",
+                ServerMode::parse,
+                ServerMode::choices,
+            )
             .unwrap_or(ServerMode::AllowList)
             .mode();
         let default_decision = self
@@ -646,7 +680,7 @@ impl Reader<'_> {
                 "defaultDecision",
                 "spec.policy",
                 DefaultDecision::parse,
-                DefaultDecision::CHOICES,
+                DefaultDecision::choices,
             )
             .unwrap_or(DefaultDecision::Deny);
         let policy_version = self
@@ -709,7 +743,7 @@ impl Reader<'_> {
             ],
             true,
         );
-        if let Some(mode) = self.keyword(&f, "mode", path, AuthMode::parse, AuthMode::CHOICES) {
+        if let Some(mode) = self.keyword(&f, "mode", path, AuthMode::parse, AuthMode::choices) {
             auth.mode = mode;
         }
         for (key, slot) in [
@@ -725,7 +759,11 @@ impl Reader<'_> {
         }
         auth.trust_domain = self.opt_string(&f, "trustDomain", path);
         if auth.mode == AuthMode::Mtls && auth.trust_domain.is_none() {
-            self.error(node.line, "spec.auth.trustDomain", "required when `mode: mtls`");
+            self.error(
+                node.line,
+                "spec.auth.trustDomain",
+                "required when `mode: mtls`",
+            );
             return None;
         }
         Some(auth)
@@ -777,7 +815,7 @@ impl Reader<'_> {
         let server_ref = self.server_ref(&fields, &key, spec);
         let subject = self.subject(&fields);
         let max_trust = self
-            .keyword(&fields, "maxTrust", "spec", Trust::parse, Trust::CHOICES)
+            .keyword(&fields, "maxTrust", "spec", Trust::parse, Trust::choices)
             .unwrap_or(Trust::Low);
         let mut allowed_side_effects = Vec::new();
         for (i, node) in self
@@ -797,7 +835,7 @@ impl Reader<'_> {
                 None => self.error(
                     node.line,
                     &field,
-                    format!("`{text}` is not one of {}", SideEffect::CHOICES.trim_end()),
+                    format!("`{text}` is not one of {}", SideEffect::choices()),
                 ),
             }
         }
@@ -809,13 +847,23 @@ impl Reader<'_> {
                 continue;
             };
             if tool_rules.iter().any(|r| r.name == name) {
-                self.error(node.line, &join(&path, "name"), format!("duplicate rule `{name}`"));
+                self.error(
+                    node.line,
+                    &join(&path, "name"),
+                    format!("duplicate rule `{name}`"),
+                );
             }
             let decision = self
-                .keyword(&f, "decision", &path, RuleDecision::parse, RuleDecision::CHOICES)
+                .keyword(
+                    &f,
+                    "decision",
+                    &path,
+                    RuleDecision::parse,
+                    RuleDecision::choices,
+                )
                 .unwrap_or(RuleDecision::Allow);
             let required_trust = self
-                .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::CHOICES)
+                .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::choices)
                 .unwrap_or(Trust::Low);
             tool_rules.push(ToolRule {
                 name,
@@ -827,7 +875,7 @@ impl Reader<'_> {
         let expires_at = self.time(&fields, "expiresAt", "spec");
         let policy_version = self.opt_string(&fields, "policyVersion", "spec");
         let mode = self
-            .keyword(&fields, "mode", "spec", Mode::parse, Mode::CHOICES)
+            .keyword(&fields, "mode", "spec", Mode::parse, Mode::choices)
             .unwrap_or(Mode::Enforce);
         Some(Grant {
             key,
@@ -862,10 +910,20 @@ impl Reader<'_> {
         let subject = self.subject(&fields);
         if subject.is_empty() {
             let line = fields.get("subject").map_or(spec.line, |n| n.line);
-            self.error(line, "spec.subject", "needs at least one of humanID, agentID, teamID");
+            self.error(
+                line,
+                "spec.subject",
+                "needs at least one of humanID, agentID, teamID",
+            );
         }
         let consented_trust = self
-            .keyword(&fields, "consentedTrust", "spec", Trust::parse, Trust::CHOICES)
+            .keyword(
+                &fields,
+                "consentedTrust",
+                "spec",
+                Trust::parse,
+                Trust::choices,
+            )
             .unwrap_or(Trust::Low);
         let expires_at = self.time(&fields, "expiresAt", "spec");
         let revoked = self.boolean(&fields, "revoked", "spec");

@@ -224,7 +224,9 @@ fn too_deep(text: &str) -> Option<usize> {
         } else {
             match b {
                 b'#' if prev.is_ascii_whitespace() => comment = true,
-                b'"' | b'\'' if matches!(prev, b' ' | b'\t' | b'\n' | b'[' | b'{' | b',' | b':') => {
+                b'"' | b'\''
+                    if matches!(prev, b' ' | b'\t' | b'\n' | b'[' | b'{' | b',' | b':') =>
+                {
                     quote = Some(b)
                 }
                 b'[' | b'{' => {

@@ -54,22 +54,37 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(addr) = server.find_log("serving ext_authz").and_then(|l| listen_addr(&l)) {
+            if let Some(addr) = server
+                .find_log("serving ext_authz")
+                .and_then(|l| listen_addr(&l))
+            {
                 server.addr = addr;
             }
             if !server.addr.is_empty() && server.find_log("policy loaded").is_some() {
                 return server;
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("mcp-authz exited with {status}: {:?}", server.log.lock().unwrap());
+                panic!(
+                    "mcp-authz exited with {status}: {:?}",
+                    server.log.lock().unwrap()
+                );
             }
-            assert!(Instant::now() < deadline, "mcp-authz did not start: {:?}", server.log.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "mcp-authz did not start: {:?}",
+                server.log.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn find_log(&self, needle: &str) -> Option<String> {
-        self.log.lock().unwrap().iter().find(|l| l.contains(needle)).cloned()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
     }
 
     pub async fn channel(&self) -> Channel {
@@ -98,13 +113,20 @@ impl Drop for Server {
 
 fn listen_addr(line: &str) -> Option<String> {
     let rest = &line[line.find("listen=")? + "listen=".len()..];
-    Some(rest.split_whitespace().next()?.trim_matches('"').to_string())
+    Some(
+        rest.split_whitespace()
+            .next()?
+            .trim_matches('"')
+            .to_string(),
+    )
 }
 
 /// Sends already-encoded CheckRequest bytes, exactly as given.
 pub async fn check_raw(channel: &Channel, request: Vec<u8>) -> Result<CheckResponse, Status> {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
     let path = http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
     grpc.unary(tonic::Request::new(request), path, RawCodec)
         .await
@@ -142,7 +164,10 @@ impl Encoder for RawEncoder {
 }
 
 /// Reads a string or bool field of the dynamic metadata.
-pub fn metadata<'r>(response: &'r CheckResponse, key: &str) -> Option<&'r prost_types::value::Kind> {
+pub fn metadata<'r>(
+    response: &'r CheckResponse,
+    key: &str,
+) -> Option<&'r prost_types::value::Kind> {
     response
         .dynamic_metadata
         .as_ref()?
@@ -165,4 +190,3 @@ pub fn metadata_bool(response: &CheckResponse, key: &str) -> Option<bool> {
         _ => None,
     }
 }
-

@@ -51,7 +51,9 @@ impl Req {
     pub fn tool(path: &str, tool: &str) -> Req {
         Req::post(
             path,
-            &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}"}}}}"#),
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}"}}}}"#
+            ),
         )
     }
 
