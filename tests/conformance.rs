@@ -214,3 +214,43 @@ async fn undecodable_request_is_invalid_argument() {
     let response = check_raw(&channel, bytes).await.unwrap();
     assert_eq!(metadata_str(&response, "decision"), Some("allow"));
 }
+
+/// `tests/conformance` is a copy of the shared vectors; it must not drift from them.
+#[test]
+fn the_copy_matches_the_shared_vectors() {
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
+    if !shared.is_dir() {
+        eprintln!("no ../shared/conformance beside the checkout: nothing to compare");
+        return;
+    }
+    fn files(root: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let rel = path
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    out.insert(rel, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        out
+    }
+    let (ours, theirs) = (files(&conformance_dir()), files(&shared));
+    let differing: Vec<&String> = ours
+        .keys()
+        .chain(theirs.keys())
+        .filter(|k| ours.get(*k) != theirs.get(*k))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "tests/conformance differs from ../shared/conformance (copy it again): {differing:?}"
+    );
+}
