@@ -10,7 +10,7 @@ use tonic_health::ServingStatus;
 
 use mcp_authz::check::Options;
 use mcp_authz::policy::{LoadError, Severity, load_paths};
-use mcp_authz::reload::PolicyStore;
+use mcp_authz::reload::{self, PolicyStore};
 use mcp_authz::service::{serve, set_health};
 use mcp_authz::settings::{Cli, Command, LogFormat, ServeArgs};
 
@@ -123,21 +123,31 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     ));
     tracing::info!(listen = %local, "serving ext_authz");
 
+    // The watcher starts before the first load so no change between the two is missed.
+    let (stop_watch, watch_stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(reload::watch(
+        args.policy_dir.clone(),
+        Arc::clone(&store),
+        watch_stopped,
+    ));
     let dir = args.policy_dir.clone();
     let loader = Arc::clone(&store);
     let loaded = tokio::task::spawn_blocking(move || loader.reload(&dir))
         .await
         .context("policy loader panicked")?;
     match loaded {
-        Ok(snapshot) => tracing::info!(
-            revision = %snapshot.revision,
-            files = snapshot.counts.files,
-            servers = snapshot.counts.servers,
-            grants = snapshot.counts.grants,
-            sessions = snapshot.counts.sessions,
-            mode = mcp_authz::policy::Mode::from(args.mode).as_str(),
-            "policy loaded"
-        ),
+        Ok(loaded) => {
+            let snapshot = &loaded.snapshot;
+            tracing::info!(
+                revision = %snapshot.revision,
+                files = snapshot.counts.files,
+                servers = snapshot.counts.servers,
+                grants = snapshot.counts.grants,
+                sessions = snapshot.counts.sessions,
+                mode = mcp_authz::policy::Mode::from(args.mode).as_str(),
+                "policy loaded"
+            )
+        }
         Err(e) => {
             print_problems(&e);
             return Ok(ExitCode::from(EXIT_INVALID_POLICY));
@@ -149,7 +159,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("shutting down: finishing in-flight checks");
     set_health(&reporter, ServingStatus::NotServing).await;
     let _ = stop_tx.send(());
+    let _ = stop_watch.send(true);
     server.await.context("server task failed")??;
+    let _ = watcher.await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

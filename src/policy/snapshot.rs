@@ -279,3 +279,42 @@ impl Snapshot {
         }
     }
 }
+
+/// A grant or server whose mode differs between two snapshots: a security event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeChange {
+    pub kind: super::Kind,
+    pub key: String,
+    pub from: super::Mode,
+    pub to: super::Mode,
+}
+
+/// Grants and servers present in both snapshots whose mode changed, in key order.
+pub fn mode_changes(old: &Snapshot, new: &Snapshot) -> Vec<ModeChange> {
+    use super::{Kind, Mode};
+    let modes = |s: &Snapshot| -> HashMap<(bool, String), Mode> {
+        let mut out = HashMap::new();
+        for server in &s.servers {
+            out.insert((false, server.server.key.full.clone()), server.server.mode);
+            for g in &server.grants {
+                out.insert((true, g.grant.key.full.clone()), g.grant.mode);
+            }
+        }
+        out
+    };
+    let before = modes(old);
+    let mut changes: Vec<ModeChange> = modes(new)
+        .into_iter()
+        .filter_map(|((is_grant, key), to)| {
+            let from = *before.get(&(is_grant, key.clone()))?;
+            (from != to).then(|| ModeChange {
+                kind: if is_grant { Kind::Grant } else { Kind::Server },
+                key,
+                from,
+                to,
+            })
+        })
+        .collect();
+    changes.sort_by(|a, b| a.key.cmp(&b.key));
+    changes
+}

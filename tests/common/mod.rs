@@ -190,3 +190,67 @@ pub fn metadata_bool(response: &CheckResponse, key: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+impl Server {
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until a log line contains `needle`; false after `timeout`.
+    pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.count_log(needle) >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+/// An encoded CheckRequest for a `tools/call` of `tool` on `path` with `headers`.
+pub fn tool_call(path: &str, headers: &[(&str, &str)], tool: &str) -> Vec<u8> {
+    use mcp_authz::proto::auth::{AttributeContext, CheckRequest, attribute_context};
+    use prost::Message;
+    let body =
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}"}}}}"#);
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                time: None,
+                http: Some(attribute_context::HttpRequest {
+                    method: "POST".into(),
+                    path: path.into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .chain([("content-type".to_string(), "application/json".to_string())])
+                        .collect(),
+                    raw_body: body.into_bytes(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// `(decision, reason, matched_grant)` of a response.
+pub fn verdict(response: &CheckResponse) -> (String, String, String) {
+    let get = |k| metadata_str(response, k).unwrap_or_default().to_string();
+    (get("decision"), get("reason"), get("matched_grant"))
+}
+
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcp-authz-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
