@@ -307,7 +307,7 @@ pub fn mode_changes(old: &Snapshot, new: &Snapshot) -> Vec<ModeChange> {
         .into_iter()
         .filter_map(|((is_grant, key), to)| {
             let from = *before.get(&(is_grant, key.clone()))?;
-            (from != to).then(|| ModeChange {
+            (from != to).then_some(ModeChange {
                 kind: if is_grant { Kind::Grant } else { Kind::Server },
                 key,
                 from,
