@@ -3,7 +3,8 @@
 //! Data flows one way: CheckRequest → ([`request`]) plain input → ([`check`]) server,
 //! JSON-RPC calls ([`rpc`]) and caller ([`identity`]) → ([`decide`]) a [`decision::Decision`]
 //! → ([`response`]) CheckResponse. Everything up to the response is plain functions over
-//! plain data; tonic and arc-swap live only in the shell ([`service`], [`reload`]).
+//! plain data; tonic, notify, arc-swap and OpenTelemetry live only in the shell ([`service`],
+//! [`reload`], [`telemetry`]).
 //!
 //! Layout, one concept per module:
 //! - [`policy`]: the policy model; `load` (files → YAML documents, revision), `yaml` (documents
@@ -18,7 +19,8 @@
 //! - [`response`]: Decision → CheckResponse (headers, denied body, dynamic metadata).
 //! - [`proto`], [`codec`]: generated ext_authz types and the gRPC codec.
 //! - [`service`]: the tonic Authorization service, health, serving until shutdown.
-//! - [`reload`]: the policy store (arc-swap), swapped whole on every load.
+//! - [`reload`]: the policy store (arc-swap), swapped whole on every load; the file watcher.
+//! - [`telemetry`]: one OpenTelemetry span per Check, exported over OTLP off the request path.
 //! - [`settings`]: the command line and its `MCP_AUTHZ_*` variables.
 
 #![forbid(unsafe_code)]
@@ -36,4 +38,5 @@ pub mod response;
 pub mod rpc;
 pub mod service;
 pub mod settings;
+pub mod telemetry;
 pub mod time;

@@ -13,6 +13,7 @@ use mcp_authz::policy::{LoadError, Severity, load_paths};
 use mcp_authz::reload::{self, PolicyStore};
 use mcp_authz::service::{serve, set_health};
 use mcp_authz::settings::{Cli, Command, LogFormat, ServeArgs};
+use mcp_authz::telemetry::{Audit, ExportConfig, Exporter};
 
 /// Exit status for an invalid policy set at start-up.
 const EXIT_INVALID_POLICY: u8 = 2;
@@ -111,11 +112,22 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         mode: args.mode.into(),
         max_body_bytes: args.max_body_bytes,
     };
+    let export = ExportConfig::resolve(args.otlp_endpoint.as_deref(), args.otlp_protocol)
+        .map_err(anyhow::Error::msg)?;
+    let (audit, exporter) = match &export {
+        Some(config) => {
+            let (audit, exporter) = Exporter::start(config).map_err(anyhow::Error::msg)?;
+            tracing::info!(endpoint = %config.url(), protocol = ?config.protocol, "exporting audit spans over OTLP");
+            (audit, Some(exporter))
+        }
+        None => (Audit::log_only(), None),
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(
         listener,
         Arc::clone(&store),
         options,
+        audit,
         health,
         async {
             let _ = stop_rx.await;
@@ -162,6 +174,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = stop_watch.send(true);
     server.await.context("server task failed")??;
     let _ = watcher.await;
+    if let Some(exporter) = exporter {
+        exporter.shutdown(std::time::Duration::from_secs(5)).await;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -29,11 +29,18 @@ pub struct Server {
 impl Server {
     /// Starts `serve` on 127.0.0.1:0 and waits until the policy is loaded.
     pub fn start(policy_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"])
             .arg("--policy-dir")
             .arg(policy_dir)
-            .args(extra)
+            .args(extra);
+        Server::spawn(command)
+    }
+
+    /// Spawns a prepared `serve` command and waits until the policy is loaded.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command
             .env_remove("MCP_AUTHZ_MODE")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -111,24 +118,43 @@ impl Drop for Server {
     }
 }
 
+/// The address in a `listen=ADDR` (text) or `"listen":"ADDR"` (JSON) log field.
 fn listen_addr(line: &str) -> Option<String> {
-    let rest = &line[line.find("listen=")? + "listen=".len()..];
-    Some(
-        rest.split_whitespace()
-            .next()?
-            .trim_matches('"')
-            .to_string(),
-    )
+    let start = line
+        .find("listen=")
+        .map(|i| i + "listen=".len())
+        .or_else(|| {
+            line.find("\"listen\":\"")
+                .map(|i| i + "\"listen\":\"".len())
+        })?;
+    let rest = &line[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"')
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_string())
 }
 
 /// Sends already-encoded CheckRequest bytes, exactly as given.
 pub async fn check_raw(channel: &Channel, request: Vec<u8>) -> Result<CheckResponse, Status> {
+    check_with_metadata(channel, request, &[]).await
+}
+
+/// Sends CheckRequest bytes with gRPC metadata (e.g. Envoy's `traceparent`).
+pub async fn check_with_metadata(
+    channel: &Channel,
+    request: Vec<u8>,
+    metadata: &[(&'static str, &str)],
+) -> Result<CheckResponse, Status> {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
     let path = http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
-    grpc.unary(tonic::Request::new(request), path, RawCodec)
+    let mut request = tonic::Request::new(request);
+    for (key, value) in metadata {
+        request.metadata_mut().insert(*key, value.parse().unwrap());
+    }
+    grpc.unary(request, path, RawCodec)
         .await
         .map(tonic::Response::into_inner)
 }
@@ -216,10 +242,15 @@ impl Server {
 
 /// An encoded CheckRequest for a `tools/call` of `tool` on `path` with `headers`.
 pub fn tool_call(path: &str, headers: &[(&str, &str)], tool: &str) -> Vec<u8> {
-    use mcp_authz::proto::auth::{AttributeContext, CheckRequest, attribute_context};
-    use prost::Message;
     let body =
         format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}"}}}}"#);
+    post(path, headers, &body)
+}
+
+/// An encoded CheckRequest for a JSON POST of `body`.
+pub fn post(path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    use mcp_authz::proto::auth::{AttributeContext, CheckRequest, attribute_context};
+    use prost::Message;
     CheckRequest {
         attributes: Some(AttributeContext {
             request: Some(attribute_context::Request {
@@ -232,7 +263,7 @@ pub fn tool_call(path: &str, headers: &[(&str, &str)], tool: &str) -> Vec<u8> {
                         .map(|(k, v)| (k.to_string(), v.to_string()))
                         .chain([("content-type".to_string(), "application/json".to_string())])
                         .collect(),
-                    raw_body: body.into_bytes(),
+                    raw_body: body.as_bytes().to_vec(),
                     ..Default::default()
                 }),
             }),

@@ -1,0 +1,496 @@
+//! Audit spans from the running binary, received by in-process OTLP collectors (gRPC and
+//! http/protobuf).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Server, check_raw, check_with_metadata, conformance_dir, post};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A received span with its resource's `service.name`.
+#[derive(Debug, Clone)]
+struct Received {
+    service: String,
+    span: Span,
+}
+
+type Spans = Arc<Mutex<Vec<Received>>>;
+
+fn collect(spans: &Spans, request: ExportTraceServiceRequest) {
+    let mut all = spans.lock().unwrap();
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .map(text)
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                all.push(Received {
+                    service: service.clone(),
+                    span,
+                });
+            }
+        }
+    }
+}
+
+struct GrpcCollector(Spans);
+
+#[tonic::async_trait]
+impl TraceService for GrpcCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        collect(&self.0, request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn grpc_collector() -> (String, Spans) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spans = Spans::default();
+    let service = TraceServiceServer::new(GrpcCollector(Arc::clone(&spans)));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (format!("http://{addr}"), spans)
+}
+
+/// A minimal OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body, keep-alive.
+async fn http_collector() -> (String, Spans, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spans = Spans::default();
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let (sink, seen) = (Arc::clone(&spans), Arc::clone(&paths));
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (sink, seen) = (Arc::clone(&sink), Arc::clone(&seen));
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buffer.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: Vec<u8> = buffer.drain(..head_end + length).skip(head_end).collect();
+                    seen.lock()
+                        .unwrap()
+                        .push(head.lines().next().unwrap_or_default().to_string());
+                    collect(
+                        &sink,
+                        ExportTraceServiceRequest::decode(body.as_slice()).unwrap(),
+                    );
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if socket.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), spans, paths)
+}
+
+fn text(kv: &KeyValue) -> String {
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn attributes(span: &Span) -> BTreeMap<String, String> {
+    span.attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), text(kv)))
+        .collect()
+}
+
+fn expected(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn wait_spans(spans: &Spans, count: usize) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if spans.lock().unwrap().len() >= count {
+            // Anything more than `count` would arrive in the same batch window.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            return spans.lock().unwrap().clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "only {} of {count} spans arrived",
+        spans.lock().unwrap().len()
+    );
+}
+
+fn vector(name: &str) -> Vec<u8> {
+    std::fs::read(conformance_dir().join("requests").join(name)).unwrap()
+}
+
+fn revision() -> String {
+    mcp_authz::policy::load_paths(&[conformance_dir().join("policies")])
+        .unwrap()
+        .revision
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_deny_and_would_deny_spans_are_exact() {
+    let (endpoint, spans) = grpc_collector().await;
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--otlp-endpoint", &endpoint],
+    );
+    let channel = server.channel().await;
+    for name in [
+        "04-echo-allowed.bin",
+        "06-destructive-not-in-allowed-side-effects.bin",
+        "12-monitor-grant-trust-too-low.bin",
+    ] {
+        check_raw(&channel, vector(name)).await.unwrap();
+    }
+    let received = wait_spans(&spans, 3).await;
+    assert_eq!(received.len(), 3);
+    let revision = revision();
+    let by_reason = |reason: &str| {
+        received
+            .iter()
+            .find(|r| attributes(&r.span)["mcp.authz.reason"] == reason)
+            .unwrap_or_else(|| panic!("no span for {reason}"))
+            .clone()
+    };
+    let common = [
+        ("mcp.authz.policy_revision", revision.as_str()),
+        ("mcp.server.name", "demo"),
+        ("mcp.server.namespace", "mcp-servers"),
+        ("mcp.method.name", "tools/call"),
+        ("jsonrpc.request.id", "1"),
+        ("http.request.method", "POST"),
+        ("url.path", "/demo/mcp"),
+    ];
+    let with_common = |pairs: &[(&str, &str)]| {
+        let mut all = expected(&common);
+        all.extend(expected(pairs));
+        all
+    };
+
+    let allow = by_reason("allowed");
+    assert_eq!(
+        attributes(&allow.span),
+        with_common(&[
+            ("mcp.authz.decision", "allow"),
+            ("mcp.authz.reason", "allowed"),
+            ("mcp.authz.would_deny", "false"),
+            ("mcp.authz.mode", "enforce"),
+            ("mcp.authz.status_code", "200"),
+            ("mcp.authz.policy_version", "v1"),
+            ("mcp.authz.matched_grant", "mcp-servers/g1"),
+            ("mcp.authz.required_trust", "low"),
+            ("mcp.authz.admin_trust", "high"),
+            ("mcp.authz.consented_trust", "high"),
+            ("mcp.authz.effective_trust", "high"),
+            ("mcp.authz.required_side_effect", "read"),
+            ("mcp.authz.risk_level", "low"),
+            ("enduser.id", "h1"),
+            ("mcp.subject.agent_id", "a1"),
+            ("gen_ai.tool.name", "echo"),
+        ])
+    );
+    assert_eq!(allow.span.name, "mcp.authz.check");
+    assert_eq!(allow.span.kind, SpanKind::Server as i32);
+    assert_eq!(allow.service, "mcp-authz");
+    assert!(
+        allow.span.parent_span_id.is_empty(),
+        "no parent: a new trace"
+    );
+    assert!(allow.span.end_time_unix_nano >= allow.span.start_time_unix_nano);
+
+    let deny = by_reason("side_effect_not_allowed");
+    assert_eq!(
+        attributes(&deny.span),
+        with_common(&[
+            ("mcp.authz.decision", "deny"),
+            ("mcp.authz.reason", "side_effect_not_allowed"),
+            ("mcp.authz.would_deny", "false"),
+            ("mcp.authz.mode", "enforce"),
+            ("mcp.authz.status_code", "403"),
+            ("mcp.authz.policy_version", "v1"),
+            ("mcp.authz.matched_grant", "mcp-servers/g1"),
+            ("mcp.authz.required_trust", "high"),
+            ("mcp.authz.required_side_effect", "destructive"),
+            ("mcp.authz.risk_level", "high"),
+            ("enduser.id", "h1"),
+            ("mcp.subject.agent_id", "a1"),
+            ("gen_ai.tool.name", "delete_row"),
+        ])
+    );
+
+    let would_deny = by_reason("trust_too_low");
+    assert_eq!(
+        attributes(&would_deny.span),
+        with_common(&[
+            ("mcp.authz.decision", "allow"),
+            ("mcp.authz.reason", "trust_too_low"),
+            ("mcp.authz.would_deny", "true"),
+            ("mcp.authz.would_deny_reason", "trust_too_low"),
+            ("mcp.authz.mode", "monitor"),
+            ("mcp.authz.status_code", "200"),
+            ("mcp.authz.policy_version", "v1"),
+            ("mcp.authz.matched_grant", "mcp-servers/rollout-low-trust"),
+            ("mcp.authz.required_trust", "medium"),
+            ("mcp.authz.admin_trust", "low"),
+            ("mcp.authz.consented_trust", "low"),
+            ("mcp.authz.effective_trust", "low"),
+            ("mcp.authz.required_side_effect", "read"),
+            ("mcp.subject.agent_id", "a-new"),
+            ("gen_ai.tool.name", "upper"),
+        ])
+    );
+}
+
+const GRPC_PARENT: &str = "00-11111111111111111111111111111111-1111111111111111-01";
+const HEADER_PARENT: &str = "00-22222222222222222222222222222222-2222222222222222-01";
+const META_PARENT: &str = "00-33333333333333333333333333333333-3333333333333333-00";
+
+fn call_with_meta(meta: Option<&str>) -> String {
+    let meta = meta.map_or(String::new(), |t| {
+        format!(r#","_meta":{{"traceparent":"{t}"}}"#)
+    });
+    format!(
+        r#"{{"jsonrpc":"2.0","id":"req-7","method":"tools/call","params":{{"name":"echo"{meta}}}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_follow_their_precedence_and_unsampled_parents_still_export() {
+    let (endpoint, spans) = grpc_collector().await;
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--otlp-endpoint", &endpoint],
+    );
+    let channel = server.channel().await;
+    let identity = [("x-mcp-human-id", "h1"), ("x-mcp-agent-id", "a1")];
+    let with_header = [identity[0], identity[1], ("traceparent", HEADER_PARENT)];
+    /// (gRPC metadata, request headers, `_meta`, expected parent).
+    type Case<'a> = (
+        Option<&'a str>,
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+        &'a str,
+    );
+    let cases: [Case; 5] = [
+        (
+            Some(GRPC_PARENT),
+            &with_header,
+            Some(META_PARENT),
+            GRPC_PARENT,
+        ),
+        (None, &with_header, Some(META_PARENT), HEADER_PARENT),
+        (None, &identity, Some(META_PARENT), META_PARENT),
+        (Some("00-garbage"), &with_header, None, HEADER_PARENT),
+        (Some("bad"), &identity, Some("also bad"), ""),
+    ];
+    for (i, (grpc, headers, meta, _)) in cases.iter().enumerate() {
+        let mut body = call_with_meta(*meta);
+        body = body.replace("req-7", &format!("case-{i}"));
+        let metadata: Vec<(&'static str, &str)> =
+            grpc.iter().map(|t| ("traceparent", *t)).collect();
+        check_with_metadata(&channel, post("/demo/mcp", headers, &body), &metadata)
+            .await
+            .unwrap();
+    }
+    let received = wait_spans(&spans, cases.len()).await;
+    assert_eq!(received.len(), cases.len());
+    for (i, (.., parent)) in cases.iter().enumerate() {
+        let span = &received
+            .iter()
+            .find(|r| attributes(&r.span)["jsonrpc.request.id"] == format!("case-{i}"))
+            .unwrap()
+            .span;
+        if parent.is_empty() {
+            assert!(span.parent_span_id.is_empty(), "case {i}: new trace");
+            continue;
+        }
+        let parts: Vec<&str> = parent.split('-').collect();
+        assert_eq!(hex(&span.trace_id), parts[1], "case {i}: trace id");
+        assert_eq!(
+            hex(&span.parent_span_id),
+            parts[2],
+            "case {i}: parent span id"
+        );
+        assert_ne!(hex(&span.span_id), parts[2], "case {i}: a span of its own");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_checks_give_two_hundred_spans() {
+    let (endpoint, spans) = grpc_collector().await;
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--otlp-endpoint", &endpoint],
+    );
+    let channel = server.channel().await;
+    let names = [
+        "04-echo-allowed.bin",
+        "09-missing-identity.bin",
+        "26-unknown-path.bin",
+        "01-sse-get-passthrough.bin",
+    ];
+    for i in 0..200 {
+        check_raw(&channel, vector(names[i % names.len()]))
+            .await
+            .unwrap();
+    }
+    let received = wait_spans(&spans, 200).await;
+    assert_eq!(received.len(), 200, "exactly one span per Check");
+    assert!(received.iter().all(|r| r.span.name == "mcp.authz.check"));
+    let ids: std::collections::HashSet<Vec<u8>> =
+        received.iter().map(|r| r.span.span_id.clone()).collect();
+    assert_eq!(ids.len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_protobuf_export_from_the_environment() {
+    let (endpoint, spans, paths) = http_collector().await;
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--policy-dir",
+        ])
+        .arg(conformance_dir().join("policies"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_SERVICE_NAME", "authz-edge");
+    let server = Server::spawn(command);
+    let channel = server.channel().await;
+    check_raw(&channel, vector("12-monitor-grant-trust-too-low.bin"))
+        .await
+        .unwrap();
+    let received = wait_spans(&spans, 1).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].service, "authz-edge");
+    assert_eq!(
+        attributes(&received[0].span)["mcp.authz.would_deny"],
+        "true"
+    );
+    assert_eq!(paths.lock().unwrap()[0], "POST /v1/traces HTTP/1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_changes_nothing_for_callers() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let timed = async |server: &Server| {
+        let channel = server.channel().await;
+        let started = Instant::now();
+        for _ in 0..300 {
+            let response = check_raw(&channel, vector("04-echo-allowed.bin"))
+                .await
+                .unwrap();
+            assert_eq!(common::metadata_str(&response, "decision"), Some("allow"));
+        }
+        started.elapsed()
+    };
+    let baseline = Server::start(&conformance_dir().join("policies"), &[]);
+    println!("300 Checks, no endpoint: {:?}", timed(&baseline).await);
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--otlp-endpoint", &endpoint],
+    );
+    println!("300 Checks, dead collector: {:?}", timed(&server).await);
+    // SIGTERM still exits cleanly, reporting what could not be exported.
+    server.signal("TERM");
+    assert!(server.wait_log("stopped", 1, Duration::from_secs(15)));
+    assert!(
+        server.find_log("could not be exported").is_some(),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_endpoint_each_decision_is_one_log_line() {
+    for format in ["text", "json"] {
+        let server = Server::start(
+            &conformance_dir().join("policies"),
+            &["--log-format", format],
+        );
+        let channel = server.channel().await;
+        check_raw(&channel, vector("12-monitor-grant-trust-too-low.bin"))
+            .await
+            .unwrap();
+        assert!(server.wait_log("trust_too_low", 1, Duration::from_secs(5)));
+        let line = server.find_log("trust_too_low").unwrap();
+        assert_eq!(server.count_log("trust_too_low"), 1);
+        if format == "json" {
+            let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(json["reason"], "trust_too_low");
+            assert_eq!(json["would_deny"], true);
+            assert_eq!(json["grant"], "mcp-servers/rollout-low-trust");
+            assert_eq!(json["tool"], "upper");
+        } else {
+            assert!(line.contains("would_deny=true"), "{line}");
+        }
+    }
+}
