@@ -26,6 +26,7 @@ async fn policy_unavailable_until_loaded_then_the_swap_applies() {
         listener,
         Arc::clone(&store),
         Options::default(),
+        mcp_authz::telemetry::Audit::log_only(),
         health,
         async {
             let _ = stopped.await;
