@@ -82,25 +82,15 @@ pub fn authorize<'a>(
             continue;
         };
         let resolved = caller.get_or_insert_with(|| identity::resolve(server, input, now));
-        let mut outcome = match resolved {
-            Ok(c) => {
-                let session = match (c.session, &c.session_id) {
-                    (Some(s), _) => SessionInput::Resolved(s),
-                    (None, Some(id)) => SessionInput::Id(id),
-                    (None, None) => SessionInput::None,
-                };
-                decide_tool_call(server, &c.identity, session, tool, now)
-            }
+        let outcome = match resolved {
+            Ok(c) => tool_outcome(server, c, tool, now),
             Err(denial) => ToolOutcome {
                 session: denial.session,
                 ..ToolOutcome::deny(denial.reason)
             },
         };
         // Monitor rules 1 and 2 apply to the denial rule 3 leaves, element by element.
-        if outcome.verdict == Verdict::Deny && monitor {
-            outcome.would_deny = true;
-        }
-        outcomes.push(Some(outcome));
+        outcomes.push(Some(monitored(outcome, monitor)));
     }
 
     if let Some(Ok(c)) = caller {
@@ -134,6 +124,56 @@ pub fn authorize<'a>(
         }
     }
     finish(decision, monitor)
+}
+
+/// One tool call by an already identified caller: what the `check` command explains.
+pub fn decide_call<'a>(
+    snapshot: &'a Snapshot,
+    server: &'a CompiledServer,
+    caller: Caller<'a>,
+    tool: &'a str,
+    options: &Options,
+    now: Timestamp,
+) -> Decision<'a> {
+    let monitor = options.mode == Mode::Monitor || server.server.mode == Mode::Monitor;
+    let outcome = monitored(tool_outcome(server, &caller, tool, now), monitor);
+    let mut decision = Decision {
+        revision: Some(&snapshot.revision),
+        server: Some(server),
+        call: Some(CallInfo {
+            method: "tools/call".into(),
+            tool: Some(tool.into()),
+            id: None,
+            traceparent: None,
+        }),
+        caller: caller.identity,
+        session_id: caller.session_id,
+        ..Decision::bare(Verdict::Deny, Reason::Allowed)
+    };
+    apply(&mut decision, server, outcome);
+    finish(decision, monitor)
+}
+
+fn tool_outcome<'a>(
+    server: &'a CompiledServer,
+    caller: &Caller<'a>,
+    tool: &str,
+    now: Timestamp,
+) -> ToolOutcome<'a> {
+    let session = match (caller.session, &caller.session_id) {
+        (Some(s), _) => SessionInput::Resolved(s),
+        (None, Some(id)) => SessionInput::Id(id),
+        (None, None) => SessionInput::None,
+    };
+    decide_tool_call(server, &caller.identity, session, tool, now)
+}
+
+/// Monitor rules 1 and 2: under service or server monitor mode a denial is let through.
+fn monitored(mut outcome: ToolOutcome<'_>, monitor: bool) -> ToolOutcome<'_> {
+    if outcome.verdict == Verdict::Deny && monitor {
+        outcome.would_deny = true;
+    }
+    outcome
 }
 
 fn apply<'a>(decision: &mut Decision<'a>, server: &'a CompiledServer, outcome: ToolOutcome<'a>) {

@@ -4,7 +4,7 @@
 
 use crate::decision::{Reason, ToolFacts, TrustFigures, Verdict};
 use crate::policy::snapshot::{CompiledGrant, CompiledServer, CompiledSession, Identity};
-use crate::policy::{DefaultDecision, Mode, RuleDecision, Trust};
+use crate::policy::{DefaultDecision, Grant, Mode, RuleDecision, ToolRule, Trust};
 use crate::time::Timestamp;
 
 /// The session a tool call runs under, as far as the identity stage resolved it.
@@ -45,8 +45,25 @@ impl<'s> ToolOutcome<'s> {
     }
 }
 
-fn expired(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
+/// Past `expiresAt` (strictly: equal is still valid).
+pub fn expired(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
     expires_at.is_some_and(|t| t < now)
+}
+
+/// The grant's rule for `tool`, if it has one.
+pub fn rule_for<'g>(grant: &'g Grant, tool: &str) -> Option<&'g ToolRule> {
+    grant.tool_rules.iter().find(|r| r.name == tool)
+}
+
+/// A grant without rules, or with an allow rule for the tool, covers it (step 6).
+pub fn covers(grant: &Grant, tool: &str) -> bool {
+    grant.tool_rules.is_empty()
+        || rule_for(grant, tool).is_some_and(|r| r.decision == RuleDecision::Allow)
+}
+
+/// The trust a grant's rule for the tool requires (low without a rule).
+pub fn rule_trust(grant: &Grant, tool: &str) -> Trust {
+    rule_for(grant, tool).map_or(Trust::Low, |r| r.required_trust)
 }
 
 /// Steps 1–9 and monitor rule 3 for a call of `tool` on `server`.
@@ -189,19 +206,16 @@ fn grant_steps<'s>(
     }
 
     // 6: a deny rule anywhere wins at once; otherwise collect the covering grants.
-    fn rule_of<'g>(g: &'g CompiledGrant, tool: &str) -> Option<&'g crate::policy::ToolRule> {
-        g.grant.tool_rules.iter().find(|r| r.name == tool)
-    }
     if let Some(g) = live
         .iter()
-        .find(|g| rule_of(g, tool).is_some_and(|r| r.decision == RuleDecision::Deny))
+        .find(|g| rule_for(&g.grant, tool).is_some_and(|r| r.decision == RuleDecision::Deny))
     {
         return outcome(Verdict::Deny, Reason::ToolDenied, Some(*g), None);
     }
     let covering: Vec<&CompiledGrant> = live
         .iter()
         .copied()
-        .filter(|g| g.grant.tool_rules.is_empty() || rule_of(g, tool).is_some())
+        .filter(|g| covers(&g.grant, tool))
         .collect();
     let Some(&first_covering) = covering.first() else {
         return by_default(Reason::ToolNotGranted);
@@ -231,7 +245,7 @@ fn grant_steps<'s>(
     }
 
     // 8: trust arithmetic.
-    let rule_trust = |g: &CompiledGrant| rule_of(g, tool).map_or(Trust::Low, |r| r.required_trust);
+    let rule_trust = |g: &CompiledGrant| rule_trust(&g.grant, tool);
     let admin = contributing
         .iter()
         .map(|g| g.grant.max_trust)

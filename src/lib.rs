@@ -16,20 +16,25 @@
 //! - [`decide`]: the decision for one tool call (steps 1–9, monitor-mode grants).
 //! - [`check`]: the whole Check: server selection, batches, service/server monitor mode.
 //! - [`decision`]: the outcome and its evidence; reason codes.
+//! - [`explain`]: the `check` command's report: the decision and what each grant did.
 //! - [`response`]: Decision → CheckResponse (headers, denied body, dynamic metadata).
 //! - [`proto`], [`codec`]: generated ext_authz types and the gRPC codec.
 //! - [`service`]: the tonic Authorization service, health, serving until shutdown.
 //! - [`reload`]: the policy store (arc-swap), swapped whole on every load; the file watcher.
 //! - [`telemetry`]: one OpenTelemetry span per Check, exported over OTLP off the request path.
+//! - [`metrics`], [`admin`]: Prometheus metrics and the `/metrics`, `/healthz`, `/ready` endpoint.
 //! - [`settings`]: the command line and its `MCP_AUTHZ_*` variables.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod check;
 pub mod codec;
 pub mod decide;
 pub mod decision;
+pub mod explain;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod reload;

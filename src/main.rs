@@ -1,19 +1,28 @@
-//! The `mcp-authz` binary: `serve` and `validate`.
+//! The `mcp-authz` binary: `serve`, `validate` and `check`.
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use clap::Parser;
 use tonic_health::ServingStatus;
 
-use mcp_authz::check::Options;
+use mcp_authz::admin::{self, AdminState};
+use mcp_authz::check::{Options, decide_call};
+use mcp_authz::explain;
+use mcp_authz::identity::Caller;
+use mcp_authz::metrics::Metrics;
+use mcp_authz::policy::Snapshot;
+use mcp_authz::policy::snapshot::Identity;
 use mcp_authz::policy::{LoadError, Severity, load_paths};
 use mcp_authz::reload::{self, PolicyStore};
-use mcp_authz::service::{serve, set_health};
-use mcp_authz::settings::{Cli, Command, LogFormat, ServeArgs};
+use mcp_authz::service::{CheckContext, serve, set_health};
+use mcp_authz::settings::{AdminListen, CheckArgs, Cli, Command, LogFormat, ServeArgs};
 use mcp_authz::telemetry::{Audit, ExportConfig, Exporter};
+use mcp_authz::time::Timestamp;
 
 /// Exit status for an invalid policy set at start-up.
 const EXIT_INVALID_POLICY: u8 = 2;
@@ -22,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { paths } => validate(&paths),
+        Command::Check(args) => check(&args),
         Command::Serve(args) => {
             init_logging(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -69,6 +79,48 @@ fn validate(paths: &[std::path::PathBuf]) -> ExitCode {
     }
 }
 
+fn check(args: &CheckArgs) -> ExitCode {
+    let set = match load_paths(std::slice::from_ref(&args.policy_dir)) {
+        Ok(set) => set,
+        Err(e) => {
+            print_problems(&e);
+            return ExitCode::from(EXIT_INVALID_POLICY);
+        }
+    };
+    let snapshot = Snapshot::compile(set);
+    let Some(server) = snapshot.server_named(&args.server) else {
+        eprintln!("error: no loaded MCPServer `{}`", args.server);
+        return ExitCode::from(EXIT_INVALID_POLICY);
+    };
+    fn given(value: &Option<String>) -> Option<Cow<'_, str>> {
+        value
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(Cow::Borrowed)
+    }
+    let caller = Caller {
+        identity: Identity {
+            human: given(&args.human),
+            agent: given(&args.agent),
+            team: given(&args.team),
+        },
+        session_id: given(&args.session),
+        session: None,
+    };
+    let now = args.now.unwrap_or_else(Timestamp::now);
+    let options = Options {
+        mode: args.mode.into(),
+        ..Options::default()
+    };
+    let decision = decide_call(&snapshot, server, caller, &args.tool, &options, now);
+    let report = explain::report(&decision, &args.tool, now);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    ExitCode::from(explain::exit_code(&decision))
+}
+
 fn print_problems(error: &LoadError) {
     for problem in error.problems() {
         eprintln!("{problem}");
@@ -108,39 +160,63 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // every Check is answered 503 policy_unavailable.
     set_health(&reporter, ServingStatus::NotServing).await;
     let store = Arc::new(PolicyStore::default());
-    let options = Options {
-        mode: args.mode.into(),
-        max_body_bytes: args.max_body_bytes,
-    };
+    let metrics = Arc::new(Metrics::new());
     let export = ExportConfig::resolve(args.otlp_endpoint.as_deref(), args.otlp_protocol)
         .map_err(anyhow::Error::msg)?;
     let (audit, exporter) = match &export {
         Some(config) => {
-            let (audit, exporter) = Exporter::start(config).map_err(anyhow::Error::msg)?;
+            let (audit, exporter) =
+                Exporter::start(config, metrics.spans_dropped()).map_err(anyhow::Error::msg)?;
             tracing::info!(endpoint = %config.url(), protocol = ?config.protocol, "exporting audit spans over OTLP");
             (audit, Some(exporter))
         }
         None => (Audit::log_only(), None),
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        Arc::clone(&store),
-        options,
-        audit,
-        health,
-        async {
-            let _ = stop_rx.await;
+    let context = CheckContext {
+        store: Arc::clone(&store),
+        options: Options {
+            mode: args.mode.into(),
+            max_body_bytes: args.max_body_bytes,
         },
-    ));
+        audit,
+        metrics: Arc::clone(&metrics),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, context, health, async {
+        let _ = stop_rx.await;
+    }));
     tracing::info!(listen = %local, "serving ext_authz");
 
+    let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
+    let admin_state = Arc::new(AdminState {
+        metrics: Arc::clone(&metrics),
+        store: Arc::clone(&store),
+        shutting_down: false.into(),
+    });
+    let admin = match args.admin_listen {
+        AdminListen::Off => None,
+        AdminListen::On(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin)"))?;
+            let local = listener
+                .local_addr()
+                .context("cannot read the admin address")?;
+            tracing::info!(admin = %local, "serving /metrics, /healthz, /ready");
+            Some(tokio::spawn(admin::serve(
+                listener,
+                Arc::clone(&admin_state),
+                tasks_stopped.clone(),
+            )))
+        }
+    };
+
     // The watcher starts before the first load so no change between the two is missed.
-    let (stop_watch, watch_stopped) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(reload::watch(
         args.policy_dir.clone(),
         Arc::clone(&store),
-        watch_stopped,
+        Arc::clone(&metrics),
+        tasks_stopped,
     ));
     let dir = args.policy_dir.clone();
     let loader = Arc::clone(&store);
@@ -150,6 +226,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     match loaded {
         Ok(loaded) => {
             let snapshot = &loaded.snapshot;
+            metrics.set_policy(snapshot);
             tracing::info!(
                 revision = %snapshot.revision,
                 files = snapshot.counts.files,
@@ -169,11 +246,15 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight checks");
+    admin_state.shutting_down.store(true, Ordering::Relaxed);
     set_health(&reporter, ServingStatus::NotServing).await;
     let _ = stop_tx.send(());
-    let _ = stop_watch.send(true);
     server.await.context("server task failed")??;
+    let _ = stop_tasks.send(true);
     let _ = watcher.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     if let Some(exporter) = exporter {
         exporter.shutdown(std::time::Duration::from_secs(5)).await;
     }

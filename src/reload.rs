@@ -14,6 +14,7 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
 use crate::policy::load::is_policy_file_name;
 use crate::policy::snapshot::{ModeChange, mode_changes};
 use crate::policy::{LoadError, Snapshot, load_paths};
@@ -103,10 +104,14 @@ fn path_matters(root: &Path, path: &Path) -> bool {
     }
 }
 
-/// Re-reads `dir` into `store`, logging the outcome. Returns whether the new set was taken.
-pub fn reload_and_log(store: &PolicyStore, dir: &Path, cause: &str) -> bool {
-    match store.reload(dir) {
+/// Re-reads `dir` into `store`, logging and counting the outcome. Returns whether the new set
+/// was taken.
+pub fn reload_and_log(store: &PolicyStore, metrics: &Metrics, dir: &Path, cause: &str) -> bool {
+    let outcome = store.reload(dir);
+    metrics.record_reload(outcome.is_ok());
+    match outcome {
         Ok(reloaded) => {
+            metrics.set_policy(&reloaded.snapshot);
             let s = &reloaded.snapshot;
             let unchanged = reloaded.previous.as_deref() == Some(s.revision.as_str());
             tracing::info!(
@@ -186,6 +191,7 @@ impl Watch {
 pub async fn watch(
     dir: PathBuf,
     store: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -200,7 +206,7 @@ pub async fn watch(
         },
         Err(e) => {
             tracing::error!("cannot watch the policy directory ({e}); reload with SIGHUP");
-            return sighup_only(dir, store, shutdown).await;
+            return sighup_only(dir, store, metrics, shutdown).await;
         }
     };
     watch.arm();
@@ -226,13 +232,11 @@ pub async fn watch(
             () = sleep_until(deadline) => {
                 pending = None;
                 watch.arm();
-                let (store, dir) = (Arc::clone(&store), dir.clone());
-                let _ = tokio::task::spawn_blocking(move || reload_and_log(&store, &dir, "file change")).await;
+                reload_in_background(&store, &metrics, &dir, "file change").await;
             }
             () = next_hangup(&mut hangup) => {
                 watch.arm();
-                let (store, dir) = (Arc::clone(&store), dir.clone());
-                let _ = tokio::task::spawn_blocking(move || reload_and_log(&store, &dir, "SIGHUP")).await;
+                reload_in_background(&store, &metrics, &dir, "SIGHUP").await;
             }
             _ = shutdown.changed() => return,
         }
@@ -242,18 +246,29 @@ pub async fn watch(
 async fn sighup_only(
     dir: PathBuf,
     store: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut hangup = hangup_stream();
     loop {
         tokio::select! {
             () = next_hangup(&mut hangup) => {
-                let (store, dir) = (Arc::clone(&store), dir.clone());
-                let _ = tokio::task::spawn_blocking(move || reload_and_log(&store, &dir, "SIGHUP")).await;
+                reload_in_background(&store, &metrics, &dir, "SIGHUP").await;
             }
             _ = shutdown.changed() => return,
         }
     }
+}
+
+async fn reload_in_background(
+    store: &Arc<PolicyStore>,
+    metrics: &Arc<Metrics>,
+    dir: &Path,
+    cause: &'static str,
+) {
+    let (store, metrics, dir) = (Arc::clone(store), Arc::clone(metrics), dir.to_path_buf());
+    let _ =
+        tokio::task::spawn_blocking(move || reload_and_log(&store, &metrics, &dir, cause)).await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -11,6 +11,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::check::{Options, authorize};
+use crate::metrics::Metrics;
 use crate::proto::auth::authorization_server::{Authorization, AuthorizationServer};
 use crate::proto::auth::{CheckRequest, CheckResponse};
 use crate::reload::PolicyStore;
@@ -25,19 +26,22 @@ pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 /// Largest CheckRequest accepted; Envoy's body cap is usually 1 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Everything a Check uses besides the request.
+#[derive(Clone)]
+pub struct CheckContext {
+    pub store: Arc<PolicyStore>,
+    pub options: Options,
+    pub audit: Audit,
+    pub metrics: Arc<Metrics>,
+}
+
 pub struct AuthzService {
-    store: Arc<PolicyStore>,
-    options: Options,
-    audit: Audit,
+    context: CheckContext,
 }
 
 impl AuthzService {
-    pub fn new(store: Arc<PolicyStore>, options: Options, audit: Audit) -> Self {
-        AuthzService {
-            store,
-            options,
-            audit,
-        }
+    pub fn new(context: CheckContext) -> Self {
+        AuthzService { context }
     }
 }
 
@@ -47,8 +51,9 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let started = SystemTime::now();
-        let snapshot = self.store.current();
+        let (started, timer) = (SystemTime::now(), Instant::now());
+        let context = &self.context;
+        let snapshot = context.store.current();
         let traceparent = request
             .metadata()
             .get("traceparent")
@@ -56,9 +61,18 @@ impl Authorization for AuthzService {
             .map(str::to_string);
         let check = request.into_inner();
         let input = CheckInput::from_proto(&check);
-        let decision = authorize(snapshot.as_deref(), &input, &self.options, Timestamp::now());
+        let decision = authorize(
+            snapshot.as_deref(),
+            &input,
+            &context.options,
+            Timestamp::now(),
+        );
         let response = check_response(&decision);
-        self.audit
+        context
+            .metrics
+            .record_check(&decision, timer.elapsed().as_secs_f64());
+        context
+            .audit
             .record(started, traceparent.as_deref(), &input, &decision);
         Ok(Response::new(response))
     }
@@ -75,15 +89,13 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 /// lets in-flight Checks finish.
 pub async fn serve(
     listener: TcpListener,
-    store: Arc<PolicyStore>,
-    options: Options,
-    audit: Audit,
+    context: CheckContext,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let authz = AuthorizationServer::new(AuthzService::new(store, options, audit))
+    let authz = AuthorizationServer::new(AuthzService::new(context))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .add_service(health)

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::policy::Mode;
+use crate::time::Timestamp;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +29,38 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Explain the decision for one tool call, as JSON (exit 0 allowed, 1 denied, 3 would-deny).
+    Check(CheckArgs),
+}
+
+/// The caller's identity as resolved, whatever the server's auth mode.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[arg(long, env = "MCP_AUTHZ_POLICY_DIR")]
+    pub policy_dir: PathBuf,
+    /// `namespace/name` (or a name only one server has).
+    #[arg(long)]
+    pub server: String,
+    #[arg(long)]
+    pub human: Option<String>,
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub team: Option<String>,
+    /// The MCPAgentSession name the caller sends.
+    #[arg(long)]
+    pub session: Option<String>,
+    #[arg(long)]
+    pub tool: String,
+    /// Evaluation time (RFC 3339); default now.
+    #[arg(long, value_parser = parse_time)]
+    pub now: Option<Timestamp>,
+    #[arg(long, value_enum, default_value = "enforce")]
+    pub mode: ServiceMode,
+}
+
+fn parse_time(value: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(value).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

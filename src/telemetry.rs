@@ -5,8 +5,6 @@
 //! task batches and exports. When the queue is full (a slow or dead collector) the span is
 //! dropped and counted, so the collector can never slow a Check down.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{
@@ -18,6 +16,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter, SpanLinks,
 };
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
 use crate::decision::Decision;
@@ -188,7 +187,8 @@ pub fn attributes(decision: &Decision, input: &CheckInput) -> Vec<KeyValue> {
 #[derive(Clone)]
 pub struct Audit {
     sink: Sink,
-    dropped: Arc<AtomicU64>,
+    /// Spans dropped because the queue was full (`mcp_authz_spans_dropped_total`).
+    dropped: Counter,
 }
 
 #[derive(Clone)]
@@ -203,13 +203,13 @@ impl Audit {
     pub fn log_only() -> Self {
         Audit {
             sink: Sink::Log,
-            dropped: Arc::default(),
+            dropped: Counter::default(),
         }
     }
 
     /// Spans dropped because the export queue was full, since start.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
     }
 
     /// Records one Check: a span, or a log line. Never blocks.
@@ -225,7 +225,7 @@ impl Audit {
             Sink::Export(queue) => {
                 let span = span_data(started, grpc_traceparent, input, decision);
                 if queue.try_send(span).is_err() {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.dropped.inc();
                 }
             }
         }
@@ -357,8 +357,8 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Starts exporting; must run inside a tokio runtime.
-    pub fn start(config: &ExportConfig) -> Result<(Audit, Exporter), String> {
+    /// Starts exporting; must run inside a tokio runtime. Drops are counted in `dropped`.
+    pub fn start(config: &ExportConfig, dropped: Counter) -> Result<(Audit, Exporter), String> {
         let builder = opentelemetry_otlp::SpanExporter::builder();
         let mut exporter = match config.protocol {
             OtlpProtocol::Grpc => builder
@@ -383,14 +383,9 @@ impl Exporter {
         let (stop, stopped) = watch::channel(false);
         let audit = Audit {
             sink: Sink::Export(tx),
-            dropped: Arc::default(),
+            dropped,
         };
-        let task = tokio::spawn(export_loop(
-            rx,
-            exporter,
-            stopped,
-            Arc::clone(&audit.dropped),
-        ));
+        let task = tokio::spawn(export_loop(rx, exporter, stopped, audit.dropped.clone()));
         Ok((audit, Exporter { stop, task }))
     }
 
@@ -407,7 +402,7 @@ async fn export_loop(
     mut queue: mpsc::Receiver<SpanData>,
     exporter: opentelemetry_otlp::SpanExporter,
     mut stop: watch::Receiver<bool>,
-    dropped: Arc<AtomicU64>,
+    dropped: Counter,
 ) {
     let mut reported_drops = 0;
     let mut last_report = tokio::time::Instant::now();
@@ -444,7 +439,7 @@ async fn export_loop(
                 failures += chunk.len() as u64;
             }
         }
-        let drops = dropped.load(Ordering::Relaxed);
+        let drops = dropped.get();
         if stopping || last_report.elapsed() >= REPORT_EVERY {
             if drops > reported_drops {
                 tracing::warn!(
@@ -507,7 +502,7 @@ mod tests {
         let (tx, _rx) = mpsc::channel(2);
         let audit = Audit {
             sink: Sink::Export(tx),
-            dropped: Arc::default(),
+            dropped: Counter::default(),
         };
         let decision = Decision::bare(
             crate::decision::Verdict::Deny,

@@ -22,16 +22,15 @@ async fn policy_unavailable_until_loaded_then_the_swap_applies() {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        Arc::clone(&store),
-        Options::default(),
-        mcp_authz::telemetry::Audit::log_only(),
-        health,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let context = mcp_authz::service::CheckContext {
+        store: Arc::clone(&store),
+        options: Options::default(),
+        audit: mcp_authz::telemetry::Audit::log_only(),
+        metrics: Arc::default(),
+    };
+    let server = tokio::spawn(serve(listener, context, health, async {
+        let _ = stopped.await;
+    }));
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

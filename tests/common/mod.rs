@@ -30,11 +30,11 @@ impl Server {
     /// Starts `serve` on 127.0.0.1:0 and waits until the policy is loaded.
     pub fn start(policy_dir: &Path, extra: &[&str]) -> Server {
         let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"])
-            .arg("--policy-dir")
-            .arg(policy_dir)
-            .args(extra);
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        if !extra.contains(&"--admin-listen") {
+            command.args(["--admin-listen", "off"]);
+        }
+        command.arg("--policy-dir").arg(policy_dir).args(extra);
         Server::spawn(command)
     }
 
@@ -284,4 +284,36 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A plain HTTP/1.1 GET: `(status, body)`.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The admin address from the start-up log.
+pub fn admin_addr(server: &Server) -> String {
+    let line = server
+        .find_log("serving /metrics")
+        .expect("admin endpoint started");
+    let start = line.find("admin=").unwrap() + "admin=".len();
+    line[start..].split_whitespace().next().unwrap().to_string()
 }

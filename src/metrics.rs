@@ -1,0 +1,199 @@
+//! Prometheus metrics (SPEC §4a), every label bounded by the policy set or by enums.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::decision::Decision;
+use crate::policy::Snapshot;
+
+/// Check latency buckets, 10 µs to 100 ms.
+pub const DURATION_BUCKETS: [f64; 13] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    server: String,
+    decision: &'static str,
+    reason: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WouldDenyLabels {
+    server: String,
+    grant: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevisionLabels {
+    revision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    would_deny: Family<WouldDenyLabels, Counter>,
+    duration: Family<VerdictLabels, Histogram>,
+    reloads: Family<ResultLabels, Counter>,
+    policy_info: Family<RevisionLabels, Gauge>,
+    policy_objects: Family<KindLabels, Gauge>,
+    spans_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let decisions = Family::default();
+        let would_deny = Family::default();
+        let duration = Family::<VerdictLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
+        );
+        let reloads = Family::default();
+        let policy_info = Family::default();
+        let policy_objects = Family::default();
+        let spans_dropped = Counter::default();
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "mcp_authz_decisions",
+            "Checks decided, by server, applied decision, reason and mode",
+            decisions.clone(),
+        );
+        registry.register(
+            "mcp_authz_would_deny",
+            "Denials let through by monitor mode, by server, grant and reason",
+            would_deny.clone(),
+        );
+        registry.register(
+            "mcp_authz_check_duration_seconds",
+            "Time to decide a Check",
+            duration.clone(),
+        );
+        registry.register(
+            "mcp_authz_policy_reloads",
+            "Policy reloads after start-up, by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "mcp_authz_policy_info",
+            "The policy revision in force (value 1)",
+            policy_info.clone(),
+        );
+        registry.register(
+            "mcp_authz_policy_objects",
+            "Policy objects in force, by kind",
+            policy_objects.clone(),
+        );
+        registry.register(
+            "mcp_authz_spans_dropped",
+            "Audit spans dropped because the export queue was full",
+            spans_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            decisions,
+            would_deny,
+            duration,
+            reloads,
+            policy_info,
+            policy_objects,
+            spans_dropped,
+        }
+    }
+
+    /// Counts one Check from its decision.
+    pub fn record_check(&self, decision: &Decision, seconds: f64) {
+        let server = decision.server_key().unwrap_or_default().to_string();
+        let applied = decision.applied().as_str();
+        let reason = decision.reason.as_str();
+        if decision.would_deny {
+            self.would_deny
+                .get_or_create(&WouldDenyLabels {
+                    server: server.clone(),
+                    grant: decision.grant_key().unwrap_or_default().to_string(),
+                    reason,
+                })
+                .inc();
+        }
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                server,
+                decision: applied,
+                reason,
+                mode: decision.mode.as_str(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&VerdictLabels { decision: applied })
+            .observe(seconds);
+    }
+
+    pub fn record_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// The revision and object counts of the snapshot now in force.
+    pub fn set_policy(&self, snapshot: &Snapshot) {
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&RevisionLabels {
+                revision: snapshot.revision.clone(),
+            })
+            .set(1);
+        for (kind, count) in [
+            ("MCPServer", snapshot.counts.servers),
+            ("MCPAccessGrant", snapshot.counts.grants),
+            ("MCPAgentSession", snapshot.counts.sessions),
+        ] {
+            self.policy_objects
+                .get_or_create(&KindLabels { kind })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The counter the audit queue increments when it drops a span.
+    pub fn spans_dropped(&self) -> Counter {
+        self.spans_dropped.clone()
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;
