@@ -23,6 +23,7 @@
 //! - [`reload`]: the policy store (arc-swap), swapped whole on every load; the file watcher.
 //! - [`telemetry`]: one OpenTelemetry span per Check, exported over OTLP off the request path.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the `/metrics`, `/healthz`, `/ready` endpoint.
+//! - [`logging`]: stderr output, with the audit trail's lines written in batches.
 //! - [`settings`]: the command line and its `MCP_AUTHZ_*` variables.
 
 #![forbid(unsafe_code)]
@@ -34,6 +35,7 @@ pub mod decide;
 pub mod decision;
 pub mod explain;
 pub mod identity;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod proto;

@@ -14,6 +14,7 @@ use mcp_authz::admin::{self, AdminState};
 use mcp_authz::check::{Options, decide_call};
 use mcp_authz::explain;
 use mcp_authz::identity::Caller;
+use mcp_authz::logging::Output;
 use mcp_authz::metrics::Metrics;
 use mcp_authz::policy::Snapshot;
 use mcp_authz::policy::snapshot::Identity;
@@ -21,7 +22,7 @@ use mcp_authz::policy::{LoadError, Severity, load_paths};
 use mcp_authz::reload::{self, PolicyStore};
 use mcp_authz::service::{CheckContext, serve, set_health};
 use mcp_authz::settings::{AdminListen, CheckArgs, Cli, Command, LogFormat, ServeArgs};
-use mcp_authz::telemetry::{Audit, ExportConfig, Exporter};
+use mcp_authz::telemetry::{Audit, AuditWorker, ExportConfig};
 use mcp_authz::time::Timestamp;
 
 /// Exit status for an invalid policy set at start-up.
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
         Command::Validate { paths } => validate(&paths),
         Command::Check(args) => check(&args),
         Command::Serve(args) => {
-            init_logging(args.log_format);
+            let output = init_logging(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(args)) {
+            match runtime.block_on(run(args, output)) {
                 Ok(code) => code,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -133,7 +134,8 @@ fn print_problems(error: &LoadError) {
     eprintln!("invalid policy set: {errors} errors");
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat) -> Output {
+    let output = Output::default();
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse::<tracing::Level>().ok())
@@ -141,14 +143,15 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(output.clone());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    output
 }
 
-async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+async fn run(args: ServeArgs, output: Output) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -166,11 +169,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (audit, exporter) = match &export {
         Some(config) => {
             let (audit, exporter) =
-                Exporter::start(config, metrics.spans_dropped()).map_err(anyhow::Error::msg)?;
+                AuditWorker::start(config, metrics.spans_dropped()).map_err(anyhow::Error::msg)?;
             tracing::info!(endpoint = %config.url(), protocol = ?config.protocol, "exporting audit spans over OTLP");
             (audit, Some(exporter))
         }
-        None => (Audit::log_only(), None),
+        None => {
+            let (audit, worker) = Audit::start_log(metrics.spans_dropped(), output);
+            (audit, Some(worker))
+        }
     };
     let context = CheckContext {
         store: Arc::clone(&store),

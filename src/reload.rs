@@ -107,7 +107,9 @@ fn path_matters(root: &Path, path: &Path) -> bool {
 /// Re-reads `dir` into `store`, logging and counting the outcome. Returns whether the new set
 /// was taken.
 pub fn reload_and_log(store: &PolicyStore, metrics: &Metrics, dir: &Path, cause: &str) -> bool {
+    let started = std::time::Instant::now();
     let outcome = store.reload(dir);
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     metrics.record_reload(outcome.is_ok());
     match outcome {
         Ok(reloaded) => {
@@ -118,6 +120,7 @@ pub fn reload_and_log(store: &PolicyStore, metrics: &Metrics, dir: &Path, cause:
                 cause,
                 revision = %s.revision,
                 unchanged,
+                elapsed_ms,
                 files = s.counts.files,
                 servers = s.counts.servers,
                 grants = s.counts.grants,

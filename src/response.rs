@@ -85,26 +85,37 @@ fn ok(decision: &Decision) -> OkHttpResponse {
     response
 }
 
+/// The denied body of each reason, built once; only bodies that list the server's identity
+/// headers are built per request.
+static BODIES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    Reason::ALL
+        .iter()
+        .map(|r| serde_json::json!({"error": r.as_str(), "message": r.message()}).to_string())
+        .collect()
+});
+
 fn denied_body(decision: &Decision) -> String {
-    let mut body = serde_json::json!({
-        "error": decision.reason.as_str(),
-        "message": decision.reason.message(),
-    });
-    if matches!(
-        decision.reason,
-        Reason::MissingIdentity | Reason::MissingSession
-    ) && let Some(server) = decision.server
-        && server.server.auth.mode == AuthMode::Header
-    {
-        let auth = &server.server.auth;
-        body["required_headers"] = serde_json::json!([
-            auth.human_header,
-            auth.agent_header,
-            auth.team_header,
-            auth.session_header
-        ]);
+    let reason = decision.reason;
+    let header_auth = decision
+        .server
+        .map(|s| &s.server.auth)
+        .filter(|auth| auth.mode == AuthMode::Header);
+    match header_auth {
+        Some(auth) if matches!(reason, Reason::MissingIdentity | Reason::MissingSession) => {
+            serde_json::json!({
+                "error": reason.as_str(),
+                "message": reason.message(),
+                "required_headers": [
+                    auth.human_header,
+                    auth.agent_header,
+                    auth.team_header,
+                    auth.session_header
+                ],
+            })
+            .to_string()
+        }
+        _ => BODIES[reason as usize].clone(),
     }
-    body.to_string()
 }
 
 fn string(value: &str) -> Value {
@@ -142,4 +153,18 @@ fn dynamic_metadata(decision: &Decision) -> Struct {
         }
     }
     Struct { fields }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precomputed_bodies_follow_the_reason_order() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i);
+            let body: serde_json::Value = serde_json::from_str(&BODIES[i]).unwrap();
+            assert_eq!(body["error"], reason.as_str());
+        }
+    }
 }

@@ -20,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
 use crate::decision::Decision;
+use crate::logging::{AUDIT_TARGET, Output};
 use crate::request::CheckInput;
 use crate::settings::OtlpProtocol;
 
@@ -30,6 +31,7 @@ const MAX_BATCH: usize = 512;
 const BATCH_WAIT: Duration = Duration::from_millis(200);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+const LOG_POLL: Duration = Duration::from_millis(20);
 
 /// Attribute keys (SPEC §4).
 pub mod attr {
@@ -183,36 +185,154 @@ pub fn attributes(decision: &Decision, input: &CheckInput) -> Vec<KeyValue> {
     out
 }
 
-/// Where audit records go.
+/// One Check as recorded: the span's times, parent and attributes. Built on the request path
+/// (no formatting, no I/O); rendered as a span or a log line by a background worker.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub started: SystemTime,
+    pub ended: SystemTime,
+    pub parent: Option<SpanContext>,
+    pub attributes: Vec<KeyValue>,
+}
+
+impl AuditRecord {
+    pub fn new(
+        started: SystemTime,
+        grpc_traceparent: Option<&str>,
+        input: &CheckInput,
+        decision: &Decision,
+    ) -> Self {
+        AuditRecord {
+            started,
+            ended: SystemTime::now(),
+            parent: parent_context(grpc_traceparent, input, decision),
+            attributes: attributes(decision, input),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
+    }
+
+    /// The span: a child of the parent when there is one, else the root of a new trace.
+    pub fn into_span(self, ids: &RandomIdGenerator) -> SpanData {
+        let trace_id = self
+            .parent
+            .as_ref()
+            .map_or_else(|| ids.new_trace_id(), |p| p.trace_id());
+        SpanData {
+            // Audit spans are exported whatever the parent's sampled flag says.
+            span_context: SpanContext::new(
+                trace_id,
+                ids.new_span_id(),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: self
+                .parent
+                .as_ref()
+                .map_or(SpanId::INVALID, |p| p.span_id()),
+            parent_span_is_remote: self.parent.is_some(),
+            span_kind: SpanKind::Server,
+            name: SPAN_NAME.into(),
+            start_time: self.started,
+            end_time: self.ended,
+            attributes: self.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: SCOPE.clone(),
+        }
+    }
+
+    /// The record as one structured log line.
+    pub fn log(&self) {
+        let text = |key| self.get(key).map(Value::as_str);
+        let server = match (text(attr::SERVER_NAMESPACE), text(attr::SERVER_NAME)) {
+            (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
+            _ => None,
+        };
+        let would_deny = matches!(self.get(attr::WOULD_DENY), Some(Value::Bool(true)));
+        tracing::info!(
+            target: AUDIT_TARGET,
+            decision = text(attr::DECISION).as_deref(),
+            reason = text(attr::REASON).as_deref(),
+            would_deny,
+            mode = text(attr::MODE).as_deref(),
+            status_code = text(attr::STATUS_CODE).as_deref(),
+            server = server.as_deref(),
+            grant = text(attr::MATCHED_GRANT).as_deref(),
+            session = text(attr::MATCHED_SESSION).as_deref(),
+            human = text(attr::ENDUSER_ID).as_deref(),
+            agent = text(attr::AGENT_ID).as_deref(),
+            team = text(attr::TEAM_ID).as_deref(),
+            session_id = text(attr::SESSION_ID).as_deref(),
+            method = text(attr::METHOD_NAME).as_deref(),
+            tool = text(attr::TOOL_NAME).as_deref(),
+            request_id = text(attr::REQUEST_ID).as_deref(),
+            http_method = text(attr::HTTP_METHOD).as_deref(),
+            path = text(attr::URL_PATH).as_deref(),
+            policy_revision = text(attr::POLICY_REVISION).as_deref(),
+            "decision"
+        );
+    }
+}
+
+/// Where audit records go: a bounded queue in front of a background worker.
 #[derive(Clone)]
 pub struct Audit {
     sink: Sink,
-    /// Spans dropped because the queue was full (`mcp_authz_spans_dropped_total`).
+    /// Records dropped because the queue was full (`mcp_authz_spans_dropped_total`).
     dropped: Counter,
 }
 
 #[derive(Clone)]
 enum Sink {
-    /// No endpoint: one structured log line per decision.
-    Log,
-    Export(mpsc::Sender<SpanData>),
+    /// No endpoint: a thread writes one structured log line per decision.
+    Log(std::sync::mpsc::SyncSender<Option<AuditRecord>>),
+    Export(mpsc::Sender<AuditRecord>),
 }
 
 impl Audit {
-    /// Logs each decision instead of exporting it.
+    /// Logs each decision instead of exporting it; the worker ends with the last `Audit`.
     pub fn log_only() -> Self {
-        Audit {
-            sink: Sink::Log,
-            dropped: Counter::default(),
-        }
+        let (audit, exporter) = Self::start_log(Counter::default(), Output::default());
+        // Detached: the worker thread ends when the last sender is gone.
+        drop(exporter.stop);
+        audit
     }
 
-    /// Spans dropped because the export queue was full, since start.
+    /// Logs each decision on a background thread, flushing `output` after each batch; drops
+    /// are counted in `dropped`.
+    pub fn start_log(dropped: Counter, output: Output) -> (Audit, AuditWorker) {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Option<AuditRecord>>(QUEUE_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name("audit-log".into())
+            .spawn(move || log_worker(&rx, &output))
+            .ok();
+        let audit = Audit {
+            sink: Sink::Log(tx.clone()),
+            dropped,
+        };
+        (
+            audit,
+            AuditWorker {
+                stop: Stop::Thread { tx, thread },
+            },
+        )
+    }
+
+    /// Records dropped because the queue was full, since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.get()
     }
 
-    /// Records one Check: a span, or a log line. Never blocks.
+    /// Records one Check. Never blocks and never formats: the worker does.
     pub fn record(
         &self,
         started: SystemTime,
@@ -220,15 +340,34 @@ impl Audit {
         input: &CheckInput,
         decision: &Decision,
     ) {
-        match &self.sink {
-            Sink::Log => log_decision(input, decision),
-            Sink::Export(queue) => {
-                let span = span_data(started, grpc_traceparent, input, decision);
-                if queue.try_send(span).is_err() {
-                    self.dropped.inc();
+        let record = AuditRecord::new(started, grpc_traceparent, input, decision);
+        let sent = match &self.sink {
+            Sink::Log(queue) => queue.try_send(Some(record)).is_ok(),
+            Sink::Export(queue) => queue.try_send(record).is_ok(),
+        };
+        if !sent {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// Writes queued records in batches, waking every [`LOG_POLL`] rather than once per record:
+/// on a busy two-core machine a wake-up per Check costs more than the line itself.
+fn log_worker(queue: &std::sync::mpsc::Receiver<Option<AuditRecord>>, output: &Output) {
+    use std::sync::mpsc::TryRecvError;
+    loop {
+        loop {
+            match queue.try_recv() {
+                Ok(Some(record)) => record.log(),
+                Ok(None) | Err(TryRecvError::Disconnected) => {
+                    output.flush();
+                    return;
                 }
+                Err(TryRecvError::Empty) => break,
             }
         }
+        output.flush();
+        std::thread::sleep(LOG_POLL);
     }
 }
 
@@ -237,66 +376,6 @@ static SCOPE: std::sync::LazyLock<InstrumentationScope> = std::sync::LazyLock::n
         .with_version(env!("CARGO_PKG_VERSION"))
         .build()
 });
-
-fn span_data(
-    started: SystemTime,
-    grpc_traceparent: Option<&str>,
-    input: &CheckInput,
-    decision: &Decision,
-) -> SpanData {
-    let ids = RandomIdGenerator::default();
-    let parent = parent_context(grpc_traceparent, input, decision);
-    let trace_id = parent
-        .as_ref()
-        .map_or_else(|| ids.new_trace_id(), |p| p.trace_id());
-    SpanData {
-        // Audit spans are exported whatever the parent's sampled flag says.
-        span_context: SpanContext::new(
-            trace_id,
-            ids.new_span_id(),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: parent.as_ref().map_or(SpanId::INVALID, |p| p.span_id()),
-        parent_span_is_remote: parent.is_some(),
-        span_kind: SpanKind::Server,
-        name: SPAN_NAME.into(),
-        start_time: started,
-        end_time: SystemTime::now(),
-        attributes: attributes(decision, input),
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: Status::Unset,
-        instrumentation_scope: SCOPE.clone(),
-    }
-}
-
-fn log_decision(input: &CheckInput, d: &Decision) {
-    let call = d.call.as_ref();
-    tracing::info!(
-        target: "mcp_authz::audit",
-        decision = d.applied().as_str(),
-        reason = d.reason.as_str(),
-        would_deny = d.would_deny,
-        mode = d.mode.as_str(),
-        status_code = d.http_status(),
-        server = d.server_key(),
-        grant = d.grant_key(),
-        session = d.session_key(),
-        human = d.caller.human.as_deref(),
-        agent = d.caller.agent.as_deref(),
-        team = d.caller.team.as_deref(),
-        method = call.map(|c| c.method.as_ref()),
-        tool = call.and_then(|c| c.tool.as_deref()),
-        request_id = call.and_then(|c| c.id.as_deref()),
-        http_method = input.method,
-        path = input.path_only(),
-        policy_revision = d.revision,
-        "decision"
-    );
-}
 
 /// Where and how to export.
 #[derive(Debug, Clone)]
@@ -350,60 +429,129 @@ impl ExportConfig {
     }
 }
 
-/// The export task; `shutdown` flushes what is queued and waits for it.
-pub struct Exporter {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+/// The audit worker; `shutdown` writes or exports what is queued and waits for it.
+pub struct AuditWorker {
+    stop: Stop,
 }
 
-impl Exporter {
-    /// Starts exporting; must run inside a tokio runtime. Drops are counted in `dropped`.
-    pub fn start(config: &ExportConfig, dropped: Counter) -> Result<(Audit, Exporter), String> {
-        let builder = opentelemetry_otlp::SpanExporter::builder();
-        let mut exporter = match config.protocol {
-            OtlpProtocol::Grpc => builder
-                .with_tonic()
-                .with_endpoint(config.url())
-                .with_timeout(EXPORT_TIMEOUT)
-                .build(),
-            OtlpProtocol::HttpProtobuf => builder
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(config.url())
-                .with_timeout(EXPORT_TIMEOUT)
-                .build(),
-        }
-        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
-        exporter.set_resource(
-            &Resource::builder_empty()
-                .with_service_name(config.service_name.clone())
-                .build(),
-        );
+enum Stop {
+    Task {
+        stop: watch::Sender<bool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    Thread {
+        tx: std::sync::mpsc::SyncSender<Option<AuditRecord>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+impl AuditWorker {
+    /// Starts exporting on a thread of its own (its own single-threaded runtime), so encoding
+    /// and sending batches never occupies a thread that answers Checks. Drops are counted in
+    /// `dropped`.
+    pub fn start(config: &ExportConfig, dropped: Counter) -> Result<(Audit, AuditWorker), String> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (stop, stopped) = watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (config, counter) = (config.clone(), dropped.clone());
+        let thread = std::thread::Builder::new()
+            .name("audit-export".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start the export runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match build_exporter(&config) {
+                        Ok(exporter) => {
+                            let _ = ready_tx.send(Ok(()));
+                            export_loop(rx, exporter, stopped, counter).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| format!("cannot start the export thread: {e}"))?;
+        ready_rx
+            .recv()
+            .map_err(|_| "the export thread ended before it started".to_string())??;
         let audit = Audit {
             sink: Sink::Export(tx),
             dropped,
         };
-        let task = tokio::spawn(export_loop(rx, exporter, stopped, audit.dropped.clone()));
-        Ok((audit, Exporter { stop, task }))
+        Ok((
+            audit,
+            AuditWorker {
+                stop: Stop::Task {
+                    stop,
+                    thread: Some(thread),
+                },
+            },
+        ))
     }
 
-    /// Exports what is queued, then stops.
+    /// Exports or writes what is queued, then stops.
     pub async fn shutdown(self, timeout: Duration) {
-        let _ = self.stop.send(true);
-        if tokio::time::timeout(timeout, self.task).await.is_err() {
-            tracing::warn!("audit spans not flushed within {timeout:?}");
+        let finished = match self.stop {
+            Stop::Task { stop, thread } => {
+                let _ = stop.send(true);
+                let join =
+                    tokio::task::spawn_blocking(move || thread.map(std::thread::JoinHandle::join));
+                tokio::time::timeout(timeout, join).await.is_ok()
+            }
+            Stop::Thread { tx, thread } => {
+                let join = tokio::task::spawn_blocking(move || {
+                    let _ = tx.send(None);
+                    thread.map(std::thread::JoinHandle::join)
+                });
+                tokio::time::timeout(timeout, join).await.is_ok()
+            }
+        };
+        if !finished {
+            tracing::warn!("audit records not flushed within {timeout:?}");
         }
     }
 }
 
+fn build_exporter(config: &ExportConfig) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    let mut exporter = match config.protocol {
+        OtlpProtocol::Grpc => builder
+            .with_tonic()
+            .with_endpoint(config.url())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+        OtlpProtocol::HttpProtobuf => builder
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(config.url())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+    }
+    .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+    exporter.set_resource(
+        &Resource::builder_empty()
+            .with_service_name(config.service_name.clone())
+            .build(),
+    );
+    Ok(exporter)
+}
+
 async fn export_loop(
-    mut queue: mpsc::Receiver<SpanData>,
+    mut queue: mpsc::Receiver<AuditRecord>,
     exporter: opentelemetry_otlp::SpanExporter,
     mut stop: watch::Receiver<bool>,
     dropped: Counter,
 ) {
+    let ids = RandomIdGenerator::default();
     let mut reported_drops = 0;
     let mut last_report = tokio::time::Instant::now();
     let mut failures = 0u64;
@@ -432,12 +580,15 @@ async fn export_loop(
                 }
             }
         }
-        for chunk in batch.chunks(MAX_BATCH) {
-            let outcome =
-                tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(chunk.to_vec())).await;
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(MAX_BATCH));
+            let spans: Vec<SpanData> = batch.into_iter().map(|r| r.into_span(&ids)).collect();
+            let count = spans.len() as u64;
+            let outcome = tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await;
             if !matches!(outcome, Ok(Ok(()))) {
-                failures += chunk.len() as u64;
+                failures += count;
             }
+            batch = rest;
         }
         let drops = dropped.get();
         if stopping || last_report.elapsed() >= REPORT_EVERY {

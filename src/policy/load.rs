@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::validate::{Objects, Problem, Severity, SourceFile, validate};
+use super::validate::{Objects, Problem, Severity, SourceFile, Validator};
 use super::yaml;
 use super::{Grant, Server, Session};
 
@@ -95,7 +95,7 @@ pub fn load_files(files: &[(&str, &[u8])]) -> Result<PolicySet, LoadError> {
 fn build(mut files: Vec<File>, mut problems: Vec<Problem>) -> Result<PolicySet, LoadError> {
     files.sort_by(|a, b| a.relative.as_bytes().cmp(b.relative.as_bytes()));
     let mut hasher = Sha256::new();
-    let mut sources = Vec::with_capacity(files.len());
+    let mut validator = Validator::default();
     for file in &files {
         hasher.update(file.relative.as_bytes());
         hasher.update([0]);
@@ -111,14 +111,15 @@ fn build(mut files: Vec<File>, mut problems: Vec<Problem>) -> Result<PolicySet, 
                 message: "not UTF-8".into(),
             }),
         };
-        sources.push(SourceFile {
+        // One file's YAML tree at a time.
+        validator.add(&SourceFile {
             display: file.display.clone(),
             documents,
         });
     }
     let revision = format!("sha256:{}", hex(&hasher.finalize()));
 
-    match validate(&sources) {
+    match validator.finish() {
         Ok(objects) if problems.is_empty() => {
             let Objects {
                 servers,

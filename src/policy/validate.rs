@@ -66,16 +66,21 @@ pub struct Objects {
     pub warnings: Vec<Problem>,
 }
 
-/// Validates every document of every file; `Err` holds all problems, warnings included.
-pub fn validate(files: &[SourceFile]) -> Result<Objects, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut objects = Objects::default();
-    let mut seen: HashMap<(Kind, ObjectKey), (String, usize)> = HashMap::new();
-    for file in files {
+/// Validates files one at a time, so only one file's YAML tree is in memory at once, and
+/// checks what spans files (duplicates, ingress paths, references) at the end.
+#[derive(Default)]
+pub struct Validator {
+    problems: Vec<Problem>,
+    objects: Objects,
+    seen: HashMap<(Kind, ObjectKey), (String, usize)>,
+}
+
+impl Validator {
+    pub fn add(&mut self, file: &SourceFile) {
         let documents = match &file.documents {
             Ok(documents) => documents,
             Err(e) => {
-                problems.push(Problem {
+                self.problems.push(Problem {
                     severity: Severity::Error,
                     file: file.display.clone(),
                     line: e.line,
@@ -83,7 +88,7 @@ pub fn validate(files: &[SourceFile]) -> Result<Objects, Vec<Problem>> {
                     field: None,
                     message: format!("invalid YAML: {}", e.message),
                 });
-                continue;
+                return;
             }
         };
         for document in documents {
@@ -95,7 +100,7 @@ pub fn validate(files: &[SourceFile]) -> Result<Objects, Vec<Problem>> {
                 file: &file.display,
                 object: None,
                 line: document.line,
-                problems: &mut problems,
+                problems: &mut self.problems,
             };
             for Located {
                 kind,
@@ -104,9 +109,8 @@ pub fn validate(files: &[SourceFile]) -> Result<Objects, Vec<Problem>> {
                 parsed,
             } in reader.document(root)
             {
-                let here = (file.display.clone(), line);
-                if let Some((first_file, first_line)) = seen.get(&(kind, key.clone())) {
-                    problems.push(Problem {
+                if let Some((first_file, first_line)) = self.seen.get(&(kind, key.clone())) {
+                    self.problems.push(Problem {
                         severity: Severity::Error,
                         file: file.display.clone(),
                         line,
@@ -116,22 +120,26 @@ pub fn validate(files: &[SourceFile]) -> Result<Objects, Vec<Problem>> {
                     });
                     continue;
                 }
-                seen.insert((kind, key), here);
+                self.seen.insert((kind, key), (file.display.clone(), line));
                 match parsed {
-                    Some(Parsed::Server(s)) => objects.servers.push(s),
-                    Some(Parsed::Grant(g)) => objects.grants.push(g),
-                    Some(Parsed::Session(s)) => objects.sessions.push(s),
+                    Some(Parsed::Server(s)) => self.objects.servers.push(s),
+                    Some(Parsed::Grant(g)) => self.objects.grants.push(g),
+                    Some(Parsed::Session(s)) => self.objects.sessions.push(s),
                     None => {}
                 }
             }
         }
     }
-    cross_check(&objects, &seen, &mut problems);
-    if problems.iter().any(|p| p.severity == Severity::Error) {
-        return Err(problems);
+
+    /// The valid set, or every problem (warnings included).
+    pub fn finish(mut self) -> Result<Objects, Vec<Problem>> {
+        cross_check(&self.objects, &self.seen, &mut self.problems);
+        if self.problems.iter().any(|p| p.severity == Severity::Error) {
+            return Err(self.problems);
+        }
+        self.objects.warnings = self.problems;
+        Ok(self.objects)
     }
-    objects.warnings = problems;
-    Ok(objects)
 }
 
 /// Checks that span objects: ingress paths, dangling references, empty subjects.

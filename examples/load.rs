@@ -1,0 +1,485 @@
+//! Load benchmark: drives the running binaries over gRPC and prints throughput, latency
+//! percentiles and peak RSS for mcp-authz and for the floor (`examples/floor.rs`, an ext_authz
+//! server on the same tonic stack that answers OK without looking), measured in the same run.
+//!
+//! Run from the repository root: `cargo run --release --example load` (add `-- --seconds N` to
+//! change each phase's length; default 5). It builds the release binaries it needs.
+
+#[path = "../benches/common/generate.rs"]
+mod generate;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BufMut;
+use mcp_authz::proto::auth::{AttributeContext, CheckRequest, CheckResponse, attribute_context};
+use prost::Message;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+const STREAMS: usize = 16;
+const RATE: u64 = 2000;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[derive(Clone, Copy)]
+struct RawCodec;
+struct RawEncoder;
+
+impl Codec for RawCodec {
+    type Encode = Arc<Vec<u8>>;
+    type Decode = CheckResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<CheckResponse>;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Arc<Vec<u8>>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Arc<Vec<u8>>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+async fn check(channel: &Channel, request: Arc<Vec<u8>>) -> Result<CheckResponse, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
+    grpc.unary(tonic::Request::new(request), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn request(path: &str, headers: &[(&str, &str)], tool: &str) -> Arc<Vec<u8>> {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":"hello"}}}}}}"#
+    );
+    let mut all: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    all.extend([
+        ("content-type".into(), "application/json".into()),
+        (":authority".into(), "mcp.local".into()),
+        ("user-agent".into(), "agent/1.0".into()),
+        (
+            "x-request-id".into(),
+            "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+        ),
+    ]);
+    Arc::new(
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    time: None,
+                    http: Some(attribute_context::HttpRequest {
+                        method: "POST".into(),
+                        path: path.into(),
+                        headers: all.into_iter().collect(),
+                        raw_body: body.into_bytes(),
+                        protocol: "HTTP/1.1".into(),
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// A server process under test.
+struct Process {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+}
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+async fn connect(addr: &str) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return channel;
+        }
+        assert!(Instant::now() < deadline, "no server on {addr}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until a Check is answered from a loaded policy (not 503); returns when.
+async fn until_serving(addr: &str, probe: &Arc<Vec<u8>>) -> Instant {
+    let channel = connect(addr).await;
+    loop {
+        if let Ok(r) = check(&channel, Arc::clone(probe)).await
+            && r.status.as_ref().is_some_and(|s| s.code != 14)
+        {
+            return Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn spawn_authz(policy_dir: &Path, extra: &[&str], stderr: Stdio) -> (Process, Instant) {
+    let addr = free_addr();
+    let started = Instant::now();
+    let child = Command::new(root().join("target/release/mcp-authz"))
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--admin-listen",
+            "off",
+            "--policy-dir",
+        ])
+        .arg(policy_dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("run target/release/mcp-authz");
+    (Process { child, addr }, started)
+}
+
+fn spawn_floor() -> Process {
+    let addr = free_addr();
+    let child = Command::new(root().join("target/release/examples/floor"))
+        .args(["--listen", &addr])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run target/release/examples/floor");
+    Process { child, addr }
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Figures {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    errors: u64,
+}
+
+fn percentiles(mut micros: Vec<u64>, seconds: f64, errors: u64) -> Figures {
+    micros.sort_unstable();
+    let at = |q: f64| {
+        if micros.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((micros.len() as f64 * q).ceil() as usize).clamp(1, micros.len()) - 1;
+        micros[i] as f64 / 1000.0
+    };
+    Figures {
+        rps: micros.len() as f64 / seconds,
+        p50: at(0.50),
+        p99: at(0.99),
+        p999: at(0.999),
+        errors,
+    }
+}
+
+/// `STREAMS` callers, each sending the next Check as soon as the last is answered.
+async fn closed_loop(addr: &str, requests: &[Arc<Vec<u8>>], seconds: f64) -> Figures {
+    let channel = connect(addr).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for stream in 0..STREAMS {
+        let (channel, stop, errors) = (channel.clone(), Arc::clone(&stop), Arc::clone(&errors));
+        let requests = requests.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(200_000);
+            let mut i = stream;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                match check(&channel, Arc::clone(&requests[i % requests.len()])).await {
+                    Ok(_) => latencies.push(started.elapsed().as_micros() as u64),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                i += 1;
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    percentiles(all, seconds, errors.load(Ordering::Relaxed))
+}
+
+/// Checks started at a fixed rate whatever the answers do. tokio's timer ticks every
+/// millisecond, so Checks leave in bursts of two; latency is measured from each one's departure.
+async fn open_loop(addr: &str, requests: &[Arc<Vec<u8>>], seconds: f64) -> Figures {
+    let channel = connect(addr).await;
+    let total = (RATE as f64 * seconds) as u64;
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        tokio::time::sleep_until(start + Duration::from_nanos(i * 1_000_000_000 / RATE)).await;
+        let (channel, errors) = (channel.clone(), Arc::clone(&errors));
+        let request = Arc::clone(&requests[i as usize % requests.len()]);
+        let departed = Instant::now();
+        tasks.push(tokio::spawn(async move {
+            match check(&channel, request).await {
+                Ok(_) => Some(departed.elapsed().as_micros() as u64),
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
+        }));
+    }
+    let lag = tokio::time::Instant::now()
+        .saturating_duration_since(start + Duration::from_secs_f64(seconds));
+    if lag > Duration::from_millis(50) {
+        println!("  (the sender fell {lag:?} behind the schedule)");
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    percentiles(all, seconds, errors.load(Ordering::Relaxed))
+}
+
+fn median(mut rounds: Vec<Figures>) -> Figures {
+    rounds.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    rounds[rounds.len() / 2]
+}
+
+fn row(name: &str, f: &Figures, rss: f64) {
+    println!(
+        "{name:<44} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>8.1}",
+        f.rps, f.p50, f.p99, f.p999, f.errors, rss
+    );
+}
+
+fn header(title: &str) {
+    println!("\n{title}");
+    println!(
+        "{:<44} {:>9} {:>8} {:>8} {:>8} {:>6} {:>8}",
+        "", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "RSS MiB"
+    );
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: f64 = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--bin",
+            "mcp-authz",
+            "--example",
+            "floor",
+        ])
+        .status()
+        .expect("cargo build");
+    assert!(built.success(), "build failed");
+
+    let small_dir = root().join("tests/conformance/policies");
+    let small_requests = vec![
+        request(
+            "/demo/mcp",
+            &[("x-mcp-human-id", "h1"), ("x-mcp-agent-id", "a1")],
+            "echo",
+        ),
+        request("/demo/mcp", &[("x-mcp-agent-id", "a-new")], "upper"),
+        request("/demo/mcp", &[("x-mcp-agent-id", "carrier")], "echo"),
+    ];
+    let large_dir = root().join("target/load-policies");
+    let _ = std::fs::remove_dir_all(&large_dir);
+    generate::write(&large_dir, &generate::large());
+    let large_requests: Vec<_> = (0..50)
+        .map(|s| {
+            let g = (s * 37) % 200;
+            let (human, agent) = (format!("human-{}", g + 1), format!("agent-{}", g + 2));
+            request(
+                &format!("/srv-{s}/mcp"),
+                &[
+                    ("x-mcp-human-id", &human),
+                    ("x-mcp-agent-id", &agent),
+                    ("x-mcp-team-id", "team-3"),
+                ],
+                &format!("tool-{}", s % 20),
+            )
+        })
+        .collect();
+
+    println!(
+        "mcp-authz load benchmark: {STREAMS} concurrent streams (closed loop) and {RATE} req/s (open loop), {seconds} s each, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // Closed loop: the three servers in turn, three rounds, the median round of each reported,
+    // so drift on a shared machine hits all three alike.
+    let floor = spawn_floor();
+    connect(&floor.addr).await;
+    let (small, _) = spawn_authz(&small_dir, &[], Stdio::null());
+    until_serving(&small.addr, &small_requests[0]).await;
+    let (large, started) = spawn_authz(&large_dir, &[], Stdio::null());
+    let serving = until_serving(&large.addr, &large_requests[0]).await;
+    let start_to_serving = serving - started;
+    let mut rounds: [Vec<Figures>; 3] = Default::default();
+    for _ in 0..3 {
+        rounds[0].push(closed_loop(&floor.addr, &small_requests, seconds).await);
+        rounds[1].push(closed_loop(&small.addr, &small_requests, seconds).await);
+        rounds[2].push(closed_loop(&large.addr, &large_requests, seconds).await);
+    }
+    let [floor_closed, small_closed, large_closed] = rounds.map(median);
+    header("closed loop, 16 streams (median of 3 interleaved rounds)");
+    row(
+        "floor (answers OK, no policy work)",
+        &floor_closed,
+        floor.peak_rss_mib(),
+    );
+    row(
+        "mcp-authz, conformance policies",
+        &small_closed,
+        small.peak_rss_mib(),
+    );
+    row(
+        "mcp-authz, 10,000 grants",
+        &large_closed,
+        large.peak_rss_mib(),
+    );
+
+    header(&format!("open loop, {RATE} req/s"));
+    let floor_open = open_loop(&floor.addr, &small_requests, seconds).await;
+    row("floor", &floor_open, floor.peak_rss_mib());
+    let small_open = open_loop(&small.addr, &small_requests, seconds).await;
+    row(
+        "mcp-authz, conformance policies",
+        &small_open,
+        small.peak_rss_mib(),
+    );
+    let large_open = open_loop(&large.addr, &large_requests, seconds).await;
+    let large_rss = large.peak_rss_mib();
+    row("mcp-authz, 10,000 grants", &large_open, large_rss);
+    let dead = free_addr();
+    let (dead_otlp, _) = spawn_authz(
+        &small_dir,
+        &["--otlp-endpoint", &format!("http://{dead}")],
+        Stdio::null(),
+    );
+    until_serving(&dead_otlp.addr, &small_requests[0]).await;
+    let dead_open = open_loop(&dead_otlp.addr, &small_requests, seconds).await;
+    row(
+        "mcp-authz, OTLP endpoint on a dead port",
+        &dead_open,
+        dead_otlp.peak_rss_mib(),
+    );
+    drop((floor, small, dead_otlp));
+
+    // Reload of the 10,000-grant set, timed by the service itself.
+    let reload_ms = {
+        drop(large);
+        let (mut process, _) = spawn_authz(&large_dir, &[], Stdio::piped());
+        until_serving(&process.addr, &large_requests[0]).await;
+        let stderr = process.child.stderr.take().unwrap();
+        let pid = process.child.id().to_string();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .find(|l| l.contains("policy reloaded"))
+                .and_then(|l| {
+                    let at = l.find("elapsed_ms=")? + "elapsed_ms=".len();
+                    l[at..].split_whitespace().next()?.parse::<f64>().ok()
+                })
+        });
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        // Without an info-level log line (e.g. RUST_LOG=warn) there is nothing to read.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !reader.is_finished() {
+            let _ = process.child.kill();
+        }
+        let ms = reader.join().unwrap().unwrap_or(f64::NAN);
+        drop(process);
+        ms
+    };
+
+    println!("\nratios and targets");
+    let ratio = |a: f64, b: f64| a / b;
+    println!(
+        "throughput mcp-authz / floor (16 streams):   {:.2}  (target >= 0.90)",
+        ratio(small_closed.rps, floor_closed.rps)
+    );
+    println!(
+        "p99 at {RATE} req/s, conformance policies:    {:.3} ms  (target <= 1 ms)",
+        small_open.p99
+    );
+    println!(
+        "throughput 10,000 grants / conformance:      {:.2}  (target >= 0.80)",
+        ratio(large_closed.rps, small_closed.rps)
+    );
+    println!(
+        "10,000 grants: start to SERVING {:.0} ms, reload {reload_ms:.0} ms (targets <= 1000 ms)",
+        start_to_serving.as_secs_f64() * 1000.0
+    );
+    println!("10,000 grants: peak RSS {large_rss:.1} MiB under load (target <= 64 MiB)");
+    println!(
+        "p99 dead OTLP endpoint / no endpoint:        {:.2}  (target <= 1.10)",
+        ratio(dead_open.p99, small_open.p99)
+    );
+}
