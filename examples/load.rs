@@ -5,19 +5,19 @@
 //! Run from the repository root: `cargo run --release --example load` (add `-- --seconds N` to
 //! change each phase's length; default 5). It builds the release binaries it needs.
 
+#[path = "../benches/common/client.rs"]
+mod client;
 #[path = "../benches/common/generate.rs"]
 mod generate;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::BufMut;
-use mcp_authz::proto::auth::{AttributeContext, CheckRequest, CheckResponse, attribute_context};
-use prost::Message;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
+use mcp_authz::proto::auth::CheckResponse;
 use tonic::transport::Channel;
 
 const STREAMS: usize = 16;
@@ -27,48 +27,24 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[derive(Clone, Copy)]
-struct RawCodec;
-struct RawEncoder;
-
-impl Codec for RawCodec {
-    type Encode = Arc<Vec<u8>>;
-    type Decode = CheckResponse;
-    type Encoder = RawEncoder;
-    type Decoder = tonic_prost::ProstDecoder<CheckResponse>;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Arc<Vec<u8>>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Arc<Vec<u8>>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-}
-
 async fn check(channel: &Channel, request: Arc<Vec<u8>>) -> Result<CheckResponse, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let path = http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
-    grpc.unary(tonic::Request::new(request), path, RawCodec)
-        .await
-        .map(tonic::Response::into_inner)
+    client::check_bytes(channel, ArcBytes(request), &[]).await
+}
+
+/// Shares one encoded request between many Checks.
+struct ArcBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 fn request(path: &str, headers: &[(&str, &str)], tool: &str) -> Arc<Vec<u8>> {
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":"hello"}}}}}}"#
     );
-    let mut all: Vec<(String, String)> = headers
+    let mut all: HashMap<String, String> = headers
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
@@ -81,25 +57,7 @@ fn request(path: &str, headers: &[(&str, &str)], tool: &str) -> Arc<Vec<u8>> {
             "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
         ),
     ]);
-    Arc::new(
-        CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request {
-                    time: None,
-                    http: Some(attribute_context::HttpRequest {
-                        method: "POST".into(),
-                        path: path.into(),
-                        headers: all.into_iter().collect(),
-                        raw_body: body.into_bytes(),
-                        protocol: "HTTP/1.1".into(),
-                        ..Default::default()
-                    }),
-                }),
-                ..Default::default()
-            }),
-        }
-        .encode_to_vec(),
-    )
+    Arc::new(client::encode_request("POST", path, all, body.as_bytes()))
 }
 
 /// A server process under test.
@@ -117,14 +75,7 @@ impl Drop for Process {
 
 impl Process {
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
+        client::peak_rss_mib(self.child.id())
     }
 }
 

@@ -124,20 +124,9 @@ fn serve_upstream(stream: TcpStream, sink: &Mutex<Vec<Received>>) {
             .nth(1)
             .unwrap_or_default()
             .to_string();
-        let mut headers = BTreeMap::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
+        let Some(headers) = read_headers(&mut reader) else {
+            return;
+        };
         read_body(&mut reader, &headers);
         sink.lock().unwrap().push(Received { path, headers });
         let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
@@ -147,6 +136,24 @@ fn serve_upstream(stream: TcpStream, sink: &Mutex<Vec<Received>>) {
         );
         if writer.write_all(reply.as_bytes()).is_err() {
             return;
+        }
+    }
+}
+
+/// HTTP/1.1 header lines up to the blank line, names lower-cased; `None` if the peer hung up.
+fn read_headers(reader: &mut impl BufRead) -> Option<BTreeMap<String, String>> {
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            return Some(headers);
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
 }
@@ -222,20 +229,7 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-            break;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
+    let headers = read_headers(&mut reader).unwrap_or_default();
     let body = String::from_utf8_lossy(&read_body(&mut reader, &headers)).into_owned();
     Reply { status, body }
 }

@@ -8,39 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Server, check_raw, conformance_dir, metadata_str, post, scratch_dir};
-use mcp_authz::proto::auth::{AttributeContext, CheckRequest, attribute_context};
-use prost::Message;
-
-fn peak_rss_mib(server: &Server) -> f64 {
-    let status =
-        fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn with_headers(headers: Vec<(String, String)>, body: &str) -> Vec<u8> {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                time: None,
-                http: Some(attribute_context::HttpRequest {
-                    method: "POST".into(),
-                    path: "/demo/mcp".into(),
-                    headers: headers.into_iter().collect(),
-                    raw_body: body.as_bytes().to_vec(),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    }
-    .encode_to_vec()
-}
+use common::{
+    Server, check_raw, conformance_dir, metadata_str, peak_rss_mib, post, post_with_headers,
+    scratch_dir,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_get_a_decision_in_bounded_memory() {
@@ -60,14 +31,16 @@ async fn hostile_requests_get_a_decision_in_bounded_memory() {
         .collect();
     headers.push(("x-mcp-human-id".into(), "h1".into()));
     headers.push(("x-mcp-agent-id".into(), "a1".into()));
-    let response = check_raw(&channel, with_headers(headers, call))
+    let response = check_raw(&channel, post_with_headers(headers, "/demo/mcp", call))
         .await
         .unwrap();
     assert_eq!(reason(&response), "allowed");
 
     // A 1 MiB identity header value: an identity nobody is granted.
     let huge = vec![("x-mcp-agent-id".to_string(), "a".repeat(1 << 20))];
-    let response = check_raw(&channel, with_headers(huge, call)).await.unwrap();
+    let response = check_raw(&channel, post_with_headers(huge, "/demo/mcp", call))
+        .await
+        .unwrap();
     assert_eq!(reason(&response), "no_matching_grant");
 
     // A 10 MiB body against --max-body-bytes 65536.
@@ -101,7 +74,7 @@ async fn hostile_requests_get_a_decision_in_bounded_memory() {
     assert_eq!(reason(&response), "side_effect_not_allowed");
     assert_eq!(metadata_str(&response, "tool"), Some("delete_row"));
 
-    let rss = peak_rss_mib(&server).max(peak_rss_mib(&server_limit));
+    let rss = peak_rss_mib(server.child.id()).max(peak_rss_mib(server_limit.child.id()));
     println!("peak RSS after hostile requests: {rss:.1} MiB");
     assert!(rss < 256.0, "memory is not bounded: {rss:.1} MiB");
 }

@@ -138,3 +138,251 @@ proptest! {
         let _ = load_files(&[("p.yaml", text.as_bytes())]);
     }
 }
+
+/// A small random policy: one server, four tools, a handful of grants for two callers.
+#[derive(Debug, Clone)]
+struct Policy {
+    default_allow: bool,
+    tools: Vec<(usize, Option<usize>)>,
+    grants: Vec<GrantSpec>,
+}
+
+#[derive(Debug, Clone)]
+struct GrantSpec {
+    agent: usize,
+    human: bool,
+    max_trust: usize,
+    side_effects: Vec<usize>,
+    rules: Vec<(usize, bool, usize)>,
+    disabled: bool,
+    expiry: usize,
+    monitor: bool,
+}
+
+const TRUST: [&str; 3] = ["low", "medium", "high"];
+const EFFECTS: [&str; 3] = ["read", "write", "destructive"];
+const EXPIRY: [&str; 3] = ["", "2020-01-01T00:00:00Z", "2030-01-01T00:00:00Z"];
+
+fn grant_spec(monitor: bool) -> impl Strategy<Value = GrantSpec> {
+    (
+        0..2usize,
+        any::<bool>(),
+        0..3usize,
+        prop::collection::vec(0..3usize, 0..3),
+        prop::collection::vec((0..4usize, prop::bool::weighted(0.25), 0..3usize), 0..3),
+        prop::bool::weighted(0.15),
+        prop_oneof![6 => Just(0usize), 1 => Just(1usize), 1 => Just(2usize)],
+        if monitor {
+            prop::bool::weighted(0.4).boxed()
+        } else {
+            Just(false).boxed()
+        },
+    )
+        .prop_map(
+            |(agent, human, max_trust, mut side_effects, mut rules, disabled, expiry, monitor)| {
+                side_effects.sort_unstable();
+                side_effects.dedup();
+                rules.sort_by_key(|r| r.0);
+                rules.dedup_by_key(|r| r.0);
+                GrantSpec {
+                    agent,
+                    human,
+                    max_trust,
+                    side_effects,
+                    rules,
+                    disabled,
+                    expiry,
+                    monitor,
+                }
+            },
+        )
+}
+
+fn policy(monitor: bool) -> impl Strategy<Value = Policy> {
+    (
+        any::<bool>(),
+        prop::collection::vec((0..3usize, prop::option::weighted(0.85, 0..3usize)), 4),
+        prop::collection::vec(grant_spec(monitor), 1..6),
+    )
+        .prop_map(|(default_allow, tools, grants)| Policy {
+            default_allow,
+            tools,
+            grants,
+        })
+}
+
+impl Policy {
+    fn yaml(&self) -> String {
+        let mut out = format!(
+            "apiVersion: mcpruntime.org/v1alpha1\nkind: MCPServer\nmetadata: {{name: s, namespace: p}}\nspec:\n  policy: {{defaultDecision: {}}}\n  tools:\n",
+            if self.default_allow { "allow" } else { "deny" }
+        );
+        for (i, (trust, effect)) in self.tools.iter().enumerate() {
+            let effect = effect.map_or(String::new(), |e| format!(", sideEffect: {}", EFFECTS[e]));
+            out.push_str(&format!(
+                "    - {{name: t{i}, requiredTrust: {}{effect}}}\n",
+                TRUST[*trust]
+            ));
+        }
+        for (i, g) in self.grants.iter().enumerate() {
+            let human = if g.human { ", humanID: hh" } else { "" };
+            let effects: Vec<&str> = g.side_effects.iter().map(|e| EFFECTS[*e]).collect();
+            let rules: Vec<String> = g
+                .rules
+                .iter()
+                .map(|(tool, deny, trust)| {
+                    format!(
+                        "{{name: t{tool}, decision: {}, requiredTrust: {}}}",
+                        if *deny { "deny" } else { "allow" },
+                        TRUST[*trust]
+                    )
+                })
+                .collect();
+            let expiry = match EXPIRY[g.expiry] {
+                "" => String::new(),
+                t => format!("\n  expiresAt: \"{t}\""),
+            };
+            out.push_str(&format!(
+                "---\napiVersion: mcpruntime.org/v1alpha1\nkind: MCPAccessGrant\nmetadata: {{name: g{i}, namespace: p}}\nspec:\n  serverRef: {{name: s}}\n  subject: {{agentID: ag{}{human}}}\n  maxTrust: {}\n  allowedSideEffects: [{}]\n  toolRules: [{}]\n  disabled: {}\n  mode: {}{expiry}\n",
+                g.agent,
+                TRUST[g.max_trust],
+                effects.join(", "),
+                rules.join(", "),
+                g.disabled,
+                if g.monitor { "monitor" } else { "enforce" },
+            ));
+        }
+        out
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let text = self.yaml();
+        Snapshot::compile(
+            load_files(&[("p.yaml", text.as_bytes())]).expect("generated policy is valid"),
+        )
+    }
+}
+
+fn call(tool: usize, id: usize) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"t{tool}"}}}}"#)
+}
+
+/// (applied verdict, reason, would-deny) of `body` from caller `agent` (and human `hh`).
+fn decide(snapshot: &Snapshot, agent: usize, human: bool, body: &str) -> (Verdict, Reason, bool) {
+    let mut req = Req::post("/s/mcp", body).header("x-mcp-agent-id", &format!("ag{agent}"));
+    if human {
+        req = req.human("hh");
+    }
+    let d = authorize(Some(snapshot), &req.input(), &Options::default(), now());
+    (d.applied(), d.reason, d.would_deny)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_batch_is_decided_by_its_worst_element(
+        p in policy(true),
+        tools in prop::collection::vec(0..4usize, 1..5),
+        agent in 0..2usize,
+        human in any::<bool>(),
+    ) {
+        let snapshot = p.snapshot();
+        let singles: Vec<_> = tools.iter().map(|t| decide(&snapshot, agent, human, &call(*t, 1))).collect();
+        let batch_body = format!("[{}]", tools.iter().enumerate().map(|(i, t)| call(*t, i)).collect::<Vec<_>>().join(","));
+        let batch = decide(&snapshot, agent, human, &batch_body);
+        let expected = singles
+            .iter()
+            .find(|s| s.0 == Verdict::Deny)
+            .or_else(|| singles.iter().find(|s| s.2))
+            .copied()
+            .unwrap_or((Verdict::Allow, singles[0].1, false));
+        if expected.1 == Reason::Allowed || expected.0 == Verdict::Deny || expected.2 {
+            prop_assert_eq!(batch, expected, "{}", p.yaml());
+        } else {
+            // Every element allowed: the batch is allowed (reasons may differ under default allow).
+            prop_assert_eq!((batch.0, batch.2), (Verdict::Allow, false));
+        }
+    }
+
+    #[test]
+    fn adding_a_deny_rule_never_turns_a_deny_into_an_allow(
+        p in policy(true),
+        tool in 0..4usize,
+        target in 0..6usize,
+        agent in 0..2usize,
+        human in any::<bool>(),
+    ) {
+        let before = decide(&p.snapshot(), agent, human, &call(tool, 1));
+        let mut denied = p.clone();
+        let index = target % denied.grants.len();
+        let grant = &mut denied.grants[index];
+        grant.rules.retain(|r| r.0 != tool);
+        grant.rules.push((tool, true, 0));
+        let after = decide(&denied.snapshot(), agent, human, &call(tool, 1));
+        if before.0 == Verdict::Deny {
+            prop_assert_eq!(after.0, Verdict::Deny, "{}\n→\n{}", p.yaml(), denied.yaml());
+        }
+    }
+
+    /// Disabling or expiring a grant never widens access. Three exceptions are the contract's
+    /// own and are left out here: a grant carrying a deny rule (its rule goes with it), a server
+    /// with `defaultDecision: allow` (no grant left means allowed), and the all-monitor-grants
+    /// rule (removing a caller's last enforce grant leaves only monitor grants, whose denials
+    /// are let through).
+    #[test]
+    fn disabling_or_expiring_a_grant_never_widens_access(
+        p in policy(false),
+        tool in 0..4usize,
+        target in 0..6usize,
+        expire in any::<bool>(),
+        agent in 0..2usize,
+        human in any::<bool>(),
+    ) {
+        let mut p = p;
+        p.default_allow = false;
+        let index = target % p.grants.len();
+        prop_assume!(p.grants[index].rules.iter().all(|r| !r.1));
+        let before = decide(&p.snapshot(), agent, human, &call(tool, 1));
+        let mut narrowed = p.clone();
+        if expire {
+            narrowed.grants[index].expiry = 1;
+        } else {
+            narrowed.grants[index].disabled = true;
+        }
+        let after = decide(&narrowed.snapshot(), agent, human, &call(tool, 1));
+        if before.0 == Verdict::Deny {
+            prop_assert_eq!(after.0, Verdict::Deny, "{}\n→\n{}", p.yaml(), narrowed.yaml());
+        }
+    }
+
+    #[test]
+    fn monitor_mode_keeps_the_reason_and_never_denies(
+        p in policy(true),
+        tool in 0..4usize,
+        agent in 0..2usize,
+        human in any::<bool>(),
+    ) {
+        let snapshot = p.snapshot();
+        let mut req = Req::post("/s/mcp", &call(tool, 1)).header("x-mcp-agent-id", &format!("ag{agent}"));
+        if human {
+            req = req.human("hh");
+        }
+        let enforce = authorize(Some(&snapshot), &req.input(), &Options::default(), now());
+        let monitor = authorize(Some(&snapshot), &req.input(), &Options { mode: Mode::Monitor, ..Options::default() }, now());
+        prop_assert_eq!(monitor.applied(), Verdict::Allow);
+        prop_assert_eq!(monitor.reason, enforce.reason);
+        prop_assert_eq!(monitor.grant_key(), enforce.grant_key());
+        prop_assert_eq!(monitor.trust, enforce.trust);
+        // The all-monitor-grants rule: a caller whose live grants are all in monitor mode is
+        // never blocked by the grant steps.
+        let live: Vec<&GrantSpec> = p
+            .grants
+            .iter()
+            .filter(|g| g.agent == agent && (!g.human || human) && !g.disabled && g.expiry != 1)
+            .collect();
+        if !live.is_empty() && live.iter().all(|g| g.monitor) {
+            prop_assert_eq!(enforce.applied(), Verdict::Allow, "{}", p.yaml());
+        }
+    }
+}

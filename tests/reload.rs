@@ -143,15 +143,7 @@ async fn invalid_updates_keep_the_last_good_set() {
             good,
             "the last good set answers"
         );
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-        let status = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: "envoy.service.auth.v3.Authorization".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
+        let status = common::authorization_health(&channel).await;
         assert_eq!(
             status,
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32

@@ -11,8 +11,6 @@ use mcp_authz::proto::auth::check_response::HttpResponse;
 use mcp_authz::reload::PolicyStore;
 use mcp_authz::service::{serve, set_health};
 use tonic_health::ServingStatus;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_unavailable_until_loaded_then_the_swap_applies() {
@@ -50,15 +48,7 @@ async fn policy_unavailable_until_loaded_then_the_swap_applies() {
         }
         other => panic!("{other:?}"),
     }
-    let mut health_client = HealthClient::new(channel.clone());
-    let status = health_client
-        .check(HealthCheckRequest {
-            service: "envoy.service.auth.v3.Authorization".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
+    let status = common::authorization_health(&channel).await;
     assert_eq!(
         status,
         tonic_health::pb::health_check_response::ServingStatus::NotServing as i32

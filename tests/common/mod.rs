@@ -7,10 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BufMut;
 use mcp_authz::proto::auth::CheckResponse;
 use tonic::Status;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-authz");
@@ -134,9 +132,15 @@ fn listen_addr(line: &str) -> Option<String> {
     Some(rest[..end].to_string())
 }
 
+#[path = "../../benches/common/client.rs"]
+mod client;
+
+#[allow(unused_imports)] // not every test file uses it
+pub use client::peak_rss_mib;
+
 /// Sends already-encoded CheckRequest bytes, exactly as given.
 pub async fn check_raw(channel: &Channel, request: Vec<u8>) -> Result<CheckResponse, Status> {
-    check_with_metadata(channel, request, &[]).await
+    client::check_bytes(channel, request, &[]).await
 }
 
 /// Sends CheckRequest bytes with gRPC metadata (e.g. Envoy's `traceparent`).
@@ -145,48 +149,7 @@ pub async fn check_with_metadata(
     request: Vec<u8>,
     metadata: &[(&'static str, &str)],
 ) -> Result<CheckResponse, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    let path = http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
-    let mut request = tonic::Request::new(request);
-    for (key, value) in metadata {
-        request.metadata_mut().insert(*key, value.parse().unwrap());
-    }
-    grpc.unary(request, path, RawCodec)
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-#[derive(Clone, Copy)]
-pub struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = CheckResponse;
-    type Encoder = RawEncoder;
-    type Decoder = tonic_prost::ProstDecoder<CheckResponse>;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
-    }
-}
-
-pub struct RawEncoder;
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
+    client::check_bytes(channel, request, metadata).await
 }
 
 /// Reads a string or bool field of the dynamic metadata.
@@ -249,28 +212,17 @@ pub fn tool_call(path: &str, headers: &[(&str, &str)], tool: &str) -> Vec<u8> {
 
 /// An encoded CheckRequest for a JSON POST of `body`.
 pub fn post(path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    use mcp_authz::proto::auth::{AttributeContext, CheckRequest, attribute_context};
-    use prost::Message;
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                time: None,
-                http: Some(attribute_context::HttpRequest {
-                    method: "POST".into(),
-                    path: path.into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .chain([("content-type".to_string(), "application/json".to_string())])
-                        .collect(),
-                    raw_body: body.as_bytes().to_vec(),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    }
-    .encode_to_vec()
+    let headers = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("content-type".to_string(), "application/json".to_string())])
+        .collect();
+    client::encode_request("POST", path, headers, body.as_bytes())
+}
+
+/// An encoded CheckRequest with any headers, e.g. thousands of them.
+pub fn post_with_headers(headers: Vec<(String, String)>, path: &str, body: &str) -> Vec<u8> {
+    client::encode_request("POST", path, headers.into_iter().collect(), body.as_bytes())
 }
 
 /// `(decision, reason, matched_grant)` of a response.
@@ -316,4 +268,17 @@ pub fn admin_addr(server: &Server) -> String {
         .expect("admin endpoint started");
     let start = line.find("admin=").unwrap() + "admin=".len();
     line[start..].split_whitespace().next().unwrap().to_string()
+}
+
+/// The gRPC health status of the Authorization service.
+pub async fn authorization_health(channel: &Channel) -> i32 {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "envoy.service.auth.v3.Authorization".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
 }
