@@ -44,10 +44,6 @@ impl<'a> Headers<'a> {
         };
         (!value.is_empty()).then_some(value)
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
-        self.entries.iter().copied()
-    }
 }
 
 fn trim(value: &str) -> &str {

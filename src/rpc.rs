@@ -29,12 +29,6 @@ pub enum Message<'a> {
     Request(CallInfo<'a>),
 }
 
-impl Message<'_> {
-    pub fn is_tool_call(&self) -> bool {
-        matches!(self, Message::Request(c) if c.tool.is_some())
-    }
-}
-
 /// Inspects the HTTP request and its body.
 pub fn inspect<'a>(
     method: &str,

@@ -20,10 +20,6 @@ impl Timestamp {
         Timestamp(nanos)
     }
 
-    pub fn from_unix_nanos(nanos: i128) -> Self {
-        Timestamp(nanos)
-    }
-
     pub fn unix_nanos(self) -> i128 {
         self.0
     }

@@ -244,10 +244,6 @@ impl Snapshot {
         }
     }
 
-    pub fn servers(&self) -> &[CompiledServer] {
-        &self.servers
-    }
-
     /// `namespace/name`, or a bare `name` that exactly one server has.
     pub fn server_named(&self, name: &str) -> Option<&CompiledServer> {
         let index = if name.contains('/') {
