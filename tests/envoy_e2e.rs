@@ -396,22 +396,30 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn requests_through_envoy() {
+/// The support agent's identity headers (an enforce grant in `deploy/policies`).
+const SUPPORT: [(&str, &str); 2] = [
+    ("x-mcp-agent-id", "support-bot"),
+    ("x-mcp-team-id", "support"),
+];
+
+/// An upstream, mcp-authz on `deploy/policies`, and Envoy in front of both.
+fn stack() -> (Upstream, Server, Envoy) {
     let upstream = Upstream::start();
     let authz = start_authz(&[]);
     let envoy = Envoy::start(authz_port(&authz), upstream.port, free_port());
-    let support = [
-        ("x-mcp-agent-id", "support-bot"),
-        ("x-mcp-team-id", "support"),
-    ];
+    (upstream, authz, envoy)
+}
+
+#[test]
+fn requests_through_envoy() {
+    let (upstream, _authz, envoy) = stack();
 
     // An allowed tools/call reaches the upstream, with no would-deny header.
     let reply = request(
         envoy.agents,
         "POST",
         "/demo/mcp",
-        &support,
+        &SUPPORT,
         &tools_call("search"),
     );
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -441,8 +449,8 @@ fn requests_through_envoy() {
 
     // A client's forged would-deny headers are removed.
     let forged = [
-        support[0],
-        support[1],
+        SUPPORT[0],
+        SUPPORT[1],
         ("x-would-deny", "true"),
         ("x-would-deny-reason", "forged"),
     ];
@@ -467,7 +475,7 @@ fn requests_through_envoy() {
         envoy.agents,
         "POST",
         "/demo/mcp",
-        &support,
+        &SUPPORT,
         &tools_call("delete_ticket"),
     );
     assert_eq!(reply.status, 403, "{reply:?}");
@@ -487,7 +495,7 @@ fn requests_through_envoy() {
         envoy.public,
         "POST",
         "/demo/mcp",
-        &support,
+        &SUPPORT,
         &tools_call("search"),
     );
     assert_eq!(reply.status, 401, "{reply:?}");
@@ -497,7 +505,7 @@ fn requests_through_envoy() {
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"search","arguments":{{"q":"{}"}}}}}}"#,
         "x".repeat(1536 * 1024)
     );
-    let reply = request(envoy.agents, "POST", "/demo/mcp", &support, &big);
+    let reply = request(envoy.agents, "POST", "/demo/mcp", &SUPPORT, &big);
     assert_eq!(reply.status, 403, "{:?}", reply.status);
     assert_eq!(reply.json()["error"], "rpc_body_truncated");
     assert_eq!(upstream.count(), before, "no denial reached the upstream");
@@ -507,7 +515,7 @@ fn requests_through_envoy() {
         envoy.agents,
         "POST",
         "/v2/gateway/rpc",
-        &support,
+        &SUPPORT,
         &tools_call("search"),
     );
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -541,19 +549,13 @@ fn requests_through_envoy() {
 
 #[test]
 fn envoy_fails_closed_when_mcp_authz_is_down() {
-    let upstream = Upstream::start();
-    let authz = start_authz(&[]);
-    let envoy = Envoy::start(authz_port(&authz), upstream.port, free_port());
-    let support = [
-        ("x-mcp-agent-id", "support-bot"),
-        ("x-mcp-team-id", "support"),
-    ];
+    let (upstream, authz, envoy) = stack();
     assert_eq!(
         request(
             envoy.agents,
             "POST",
             "/demo/mcp",
-            &support,
+            &SUPPORT,
             &tools_call("search")
         )
         .status,
@@ -565,7 +567,7 @@ fn envoy_fails_closed_when_mcp_authz_is_down() {
         envoy.agents,
         "POST",
         "/demo/mcp",
-        &support,
+        &SUPPORT,
         &tools_call("search"),
     );
     assert_eq!(reply.status, 403, "{reply:?}");
