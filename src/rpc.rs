@@ -10,6 +10,8 @@ use std::borrow::Cow;
 use crate::decision::{CallInfo, Reason};
 use crate::request::Headers;
 
+const JSON: &[u8] = b"application/json";
+
 /// Deepest nesting accepted; the outermost `[` or `{` is level 1.
 pub const MAX_DEPTH: usize = 64;
 
@@ -41,8 +43,9 @@ pub fn inspect<'a>(
     }
     if let Some(content_type) = headers.get("content-type")
         && !content_type
-            .to_ascii_lowercase()
-            .contains("application/json")
+            .as_bytes()
+            .windows(JSON.len())
+            .any(|w| w.eq_ignore_ascii_case(JSON))
     {
         return Err(Reason::RpcInspectionFailed);
     }
