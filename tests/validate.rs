@@ -572,6 +572,11 @@ fn hostile_files_are_rejected_with_a_clear_error() {
     let all = problems(&[("deep.yaml", &deep)]);
     assert!(all[0].message.contains("nesting"), "{all:?}");
 
+    // Millions of (empty) documents run into the node limit; thousands of objects are fine.
+    let endless = "---\n".repeat(1_100_000);
+    let all = problems(&[("endless.yaml", &endless)]);
+    assert!(all[0].message.contains("nodes"), "{all:?}");
+
     let many: String = (0..5000)
         .map(|i| format!("---\n{}", server_yaml(&format!("s{i}"))))
         .collect();
