@@ -129,6 +129,7 @@ pub struct ServeArgs {
     /// Largest request body inspected, in bytes; a larger one is denied.
     #[arg(long, env = "MCP_AUTHZ_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Log lines (and, without an OTLP endpoint, the audit trail) as text or JSON lines.
     #[arg(long, env = "MCP_AUTHZ_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Plain-HTTP address for /metrics, /healthz and /ready, or `off`.
