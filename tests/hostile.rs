@@ -117,7 +117,7 @@ async fn hostile_policy_files_are_rejected_and_the_last_good_set_kept() {
             "{name}"
         );
         assert!(
-            server.find_log(message).is_some(),
+            server.wait_log(message, 1, Duration::from_secs(10)),
             "{name}: no `{message}` in the log"
         );
         let response = check_raw(&channel, allowed()).await.unwrap();

@@ -150,7 +150,7 @@ async fn invalid_updates_keep_the_last_good_set() {
         );
     }
     assert!(
-        server.find_log("teleport").is_some(),
+        server.wait_log("teleport", 1, Duration::from_secs(10)),
         "the problem itself is logged"
     );
 
