@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 use crate::policy::load::is_policy_file_name;
 use crate::policy::snapshot::{ModeChange, mode_changes};
-use crate::policy::{LoadError, Snapshot, load_paths};
+use crate::policy::{LoadError, PolicySet, Snapshot, load_paths};
 
 /// Quiet time after the last file event before reloading: editors and `kubectl cp` write in
 /// several steps.
@@ -51,20 +51,24 @@ impl PolicyStore {
 
     /// Loads, validates and compiles `dir` and swaps it in. On failure nothing changes.
     pub fn reload(&self, dir: &Path) -> Result<Reloaded, LoadError> {
-        let set = load_paths(&[dir])?;
+        load_paths(&[dir]).map(|set| self.install_set(set))
+    }
+
+    /// Compiles a valid set and swaps it in whole.
+    pub fn install_set(&self, set: PolicySet) -> Reloaded {
         for warning in &set.warnings {
             tracing::warn!("{warning}");
         }
         let snapshot = Arc::new(Snapshot::compile(set));
         let old = self.current.swap(Some(Arc::clone(&snapshot)));
-        Ok(Reloaded {
+        Reloaded {
             mode_changes: old
                 .as_deref()
                 .map(|old| mode_changes(old, &snapshot))
                 .unwrap_or_default(),
             previous: old.map(|o| o.revision.clone()),
             snapshot,
-        })
+        }
     }
 }
 
@@ -108,7 +112,19 @@ fn path_matters(root: &Path, path: &Path) -> bool {
 /// was taken.
 pub fn reload_and_log(store: &PolicyStore, metrics: &Metrics, dir: &Path, cause: &str) -> bool {
     let started = std::time::Instant::now();
-    let outcome = store.reload(dir);
+    let read = load_paths(&[dir]);
+    settle(store, metrics, read, started, cause)
+}
+
+/// Installs a set that was read (or logs why it was rejected), counting the outcome.
+fn settle(
+    store: &PolicyStore,
+    metrics: &Metrics,
+    read: Result<PolicySet, LoadError>,
+    started: std::time::Instant,
+    cause: &str,
+) -> bool {
+    let outcome = read.map(|set| store.install_set(set));
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     metrics.record_reload(outcome.is_ok());
     match outcome {
@@ -235,7 +251,28 @@ pub async fn watch(
             () = sleep_until(deadline) => {
                 pending = None;
                 watch.arm();
-                reload_in_background(&store, &metrics, &dir, "file change").await;
+                let started = std::time::Instant::now();
+                let source = dir.clone();
+                let Ok(read) = tokio::task::spawn_blocking(move || load_paths(&[source])).await else {
+                    continue;
+                };
+                // Changes that arrived while the files were read mean some were still being
+                // written (a forced reload amid steady writes, a truncate then write): the set
+                // may be torn, so it is read again once the directory is quiet.
+                let mut torn = false;
+                while let Ok(event) = rx.try_recv() {
+                    torn |= event.is_ok_and(|e| triggers_reload(&watch.root, &e));
+                }
+                if torn {
+                    let now = Instant::now();
+                    pending = Some((now, now));
+                    continue;
+                }
+                let (store, metrics) = (Arc::clone(&store), Arc::clone(&metrics));
+                let _ = tokio::task::spawn_blocking(move || {
+                    settle(&store, &metrics, read, started, "file change")
+                })
+                .await;
             }
             () = next_hangup(&mut hangup) => {
                 watch.arm();
