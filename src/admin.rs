@@ -89,7 +89,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Snapshot, load_files};
+    use crate::policy::load_files;
 
     #[test]
     fn ready_only_with_a_policy_and_until_shutdown() {
@@ -101,9 +101,7 @@ mod tests {
         let status = |path: &str| respond(&state, &Method::GET, path).status();
         assert_eq!(status("/ready"), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status("/healthz"), StatusCode::OK);
-        state
-            .store
-            .install(Snapshot::compile(load_files(&[]).unwrap()));
+        state.store.install_set(load_files(&[]).unwrap());
         assert_eq!(status("/ready"), StatusCode::OK);
         assert_eq!(status("/metrics"), StatusCode::OK);
         state.shutting_down.store(true, Ordering::Relaxed);

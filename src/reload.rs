@@ -45,10 +45,6 @@ impl PolicyStore {
         self.current.load_full()
     }
 
-    pub fn install(&self, snapshot: Snapshot) {
-        self.current.store(Some(Arc::new(snapshot)));
-    }
-
     /// Loads, validates and compiles `dir` and swaps it in. On failure nothing changes.
     pub fn reload(&self, dir: &Path) -> Result<Reloaded, LoadError> {
         load_paths(&[dir]).map(|set| self.install_set(set))

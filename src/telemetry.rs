@@ -327,11 +327,6 @@ impl Audit {
         )
     }
 
-    /// Records dropped because the queue was full, since start.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.get()
-    }
-
     /// Records one Check. Never blocks and never formats: the worker does.
     pub fn record(
         &self,
@@ -663,7 +658,7 @@ mod tests {
         for _ in 0..5 {
             audit.record(SystemTime::now(), None, &input, &decision);
         }
-        assert_eq!(audit.dropped(), 3);
+        assert_eq!(audit.dropped.get(), 3);
     }
 
     #[test]

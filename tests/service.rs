@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use common::{check_raw, conformance_dir, metadata_str};
 use mcp_authz::check::Options;
-use mcp_authz::policy::{Snapshot, load_paths};
+use mcp_authz::policy::load_paths;
 use mcp_authz::proto::auth::check_response::HttpResponse;
 use mcp_authz::reload::PolicyStore;
 use mcp_authz::service::{serve, set_health};
@@ -55,7 +55,7 @@ async fn policy_unavailable_until_loaded_then_the_swap_applies() {
     );
 
     let set = load_paths(&[conformance_dir().join("policies")]).unwrap();
-    store.install(Snapshot::compile(set));
+    store.install_set(set);
     let response = check_raw(&channel, request).await.unwrap();
     assert_eq!(metadata_str(&response, "decision"), Some("allow"));
     assert_eq!(
