@@ -1,13 +1,12 @@
 //! The performance floor: an ext_authz server on the same tonic stack as mcp-authz that
-//! answers OK to everything without looking at the request. `examples/load.rs` measures
-//! mcp-authz against it.
+//! answers OK to everything without looking at the request, on the same connections (TCP
+//! options, write buffering). `examples/load.rs` measures mcp-authz against it.
 //!
 //! Usage: `floor --listen 127.0.0.1:9292`
 
 use mcp_authz::proto::auth::authorization_server::{Authorization, AuthorizationServer};
 use mcp_authz::proto::auth::{CheckRequest, CheckResponse, OkHttpResponse, check_response};
 use mcp_authz::proto::rpc::Status;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response};
 
 struct Floor;
@@ -40,7 +39,7 @@ async fn main() {
     eprintln!("floor listening on {}", listener.local_addr().unwrap());
     tonic::transport::Server::builder()
         .add_service(AuthorizationServer::new(Floor).max_decoding_message_size(16 << 20))
-        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+        .serve_with_incoming(mcp_authz::service::incoming(listener))
         .await
         .expect("serve");
 }

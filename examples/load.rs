@@ -77,6 +77,28 @@ impl Process {
     fn peak_rss_mib(&self) -> f64 {
         client::peak_rss_mib(self.child.id())
     }
+
+    /// CPU time (user + system) the process has used so far, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    }
+}
+
+/// User + system CPU seconds from a `/proc/<pid>/stat` file (0 where unknown).
+fn cpu_seconds(stat: &str) -> f64 {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Clock ticks are 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn free_addr() -> String {
@@ -150,6 +172,9 @@ struct Figures {
     p99: f64,
     p999: f64,
     errors: u64,
+    /// CPU time per answered Check, in microseconds: the server's and the load generator's.
+    server_cpu_us: f64,
+    client_cpu_us: f64,
 }
 
 fn percentiles(mut micros: Vec<u64>, seconds: f64, errors: u64) -> Figures {
@@ -167,12 +192,15 @@ fn percentiles(mut micros: Vec<u64>, seconds: f64, errors: u64) -> Figures {
         p99: at(0.99),
         p999: at(0.999),
         errors,
+        ..Figures::default()
     }
 }
 
 /// `STREAMS` callers, each sending the next Check as soon as the last is answered.
-async fn closed_loop(addr: &str, requests: &[Arc<Vec<u8>>], seconds: f64) -> Figures {
-    let channel = connect(addr).await;
+async fn closed_loop(server: &Process, requests: &[Arc<Vec<u8>>], seconds: f64) -> Figures {
+    let channel = connect(&server.addr).await;
+    let cpu = || (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
+    let before = cpu();
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -201,7 +229,13 @@ async fn closed_loop(addr: &str, requests: &[Arc<Vec<u8>>], seconds: f64) -> Fig
     for task in tasks {
         all.extend(task.await.unwrap());
     }
-    percentiles(all, seconds, errors.load(Ordering::Relaxed))
+    let after = cpu();
+    let per_check = |seconds: f64| seconds * 1e6 / all.len().max(1) as f64;
+    Figures {
+        server_cpu_us: per_check(after.0 - before.0),
+        client_cpu_us: per_check(after.1 - before.1),
+        ..percentiles(all, seconds, errors.load(Ordering::Relaxed))
+    }
 }
 
 /// Checks started at a fixed rate whatever the answers do. tokio's timer ticks every
@@ -245,18 +279,26 @@ fn median(mut rounds: Vec<Figures>) -> Figures {
 }
 
 fn row(name: &str, f: &Figures, rss: f64) {
-    println!(
+    print!(
         "{name:<44} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>8.1}",
         f.rps, f.p50, f.p99, f.p999, f.errors, rss
     );
+    if f.server_cpu_us > 0.0 {
+        print!(" {:>9.1} {:>9.1}", f.server_cpu_us, f.client_cpu_us);
+    }
+    println!();
 }
 
-fn header(title: &str) {
+fn header(title: &str, cpu: bool) {
     println!("\n{title}");
-    println!(
+    print!(
         "{:<44} {:>9} {:>8} {:>8} {:>8} {:>6} {:>8}",
         "", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "RSS MiB"
     );
+    if cpu {
+        print!(" {:>9} {:>9}", "server µs", "client µs");
+    }
+    println!();
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -329,12 +371,15 @@ async fn main() {
     let start_to_serving = serving - started;
     let mut rounds: [Vec<Figures>; 3] = Default::default();
     for _ in 0..3 {
-        rounds[0].push(closed_loop(&floor.addr, &small_requests, seconds).await);
-        rounds[1].push(closed_loop(&small.addr, &small_requests, seconds).await);
-        rounds[2].push(closed_loop(&large.addr, &large_requests, seconds).await);
+        rounds[0].push(closed_loop(&floor, &small_requests, seconds).await);
+        rounds[1].push(closed_loop(&small, &small_requests, seconds).await);
+        rounds[2].push(closed_loop(&large, &large_requests, seconds).await);
     }
     let [floor_closed, small_closed, large_closed] = rounds.map(median);
-    header("closed loop, 16 streams (median of 3 interleaved rounds)");
+    header(
+        "closed loop, 16 streams (median of 3 interleaved rounds; CPU per Check)",
+        true,
+    );
     row(
         "floor (answers OK, no policy work)",
         &floor_closed,
@@ -351,7 +396,7 @@ async fn main() {
         large.peak_rss_mib(),
     );
 
-    header(&format!("open loop, {RATE} req/s"));
+    header(&format!("open loop, {RATE} req/s"), false);
     let floor_open = open_loop(&floor.addr, &small_requests, seconds).await;
     row("floor", &floor_open, floor.peak_rss_mib());
     let small_open = open_loop(&small.addr, &small_requests, seconds).await;
