@@ -17,13 +17,16 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 use crate::policy::load::is_policy_file_name;
 use crate::policy::snapshot::{ModeChange, mode_changes};
-use crate::policy::{LoadError, PolicySet, Snapshot, load_paths};
+use crate::policy::{LoadError, PolicySet, Snapshot, Text, load_paths};
 
 /// Quiet time after the last file event before reloading: editors and `kubectl cp` write in
 /// several steps.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Longest a reload waits while events keep coming.
 pub const MAX_DELAY: Duration = Duration::from_millis(800);
+/// How long after reading the files a reload waits for the events of writes that were under
+/// way while it read (they reach the watcher a little after the write itself).
+const SETTLE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default)]
 pub struct PolicyStore {
@@ -35,7 +38,7 @@ pub struct PolicyStore {
 pub struct Reloaded {
     pub snapshot: Arc<Snapshot>,
     /// The revision before, `None` at start-up.
-    pub previous: Option<String>,
+    pub previous: Option<Text>,
     pub mode_changes: Vec<ModeChange>,
 }
 
@@ -127,7 +130,7 @@ fn settle(
         Ok(reloaded) => {
             metrics.set_policy(&reloaded.snapshot);
             let s = &reloaded.snapshot;
-            let unchanged = reloaded.previous.as_deref() == Some(s.revision.as_str());
+            let unchanged = reloaded.previous.as_ref() == Some(&s.revision);
             tracing::info!(
                 cause,
                 revision = %s.revision,
@@ -252,9 +255,10 @@ pub async fn watch(
                 let Ok(read) = tokio::task::spawn_blocking(move || load_paths(&[source])).await else {
                     continue;
                 };
-                // Changes that arrived while the files were read mean some were still being
-                // written (a forced reload amid steady writes, a truncate then write): the set
-                // may be torn, so it is read again once the directory is quiet.
+                // Changes made while the files were read mean some were still being written (a
+                // forced reload amid steady writes, a truncate then write): the set may be
+                // torn, so it is read again once the directory is quiet.
+                tokio::time::sleep(SETTLE).await;
                 let mut torn = false;
                 while let Ok(event) = rx.try_recv() {
                     torn |= event.is_ok_and(|e| triggers_reload(&watch.root, &e));

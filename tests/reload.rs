@@ -278,7 +278,12 @@ async fn reloads_under_load_never_show_a_partial_set() {
     let total = answers.load(Ordering::Relaxed);
     println!("{total} answers from 8 callers during 30 rewrites");
     assert_eq!(errors.load(Ordering::Relaxed), 0, "gRPC errors");
-    assert!(strays.is_empty(), "answers no whole set gives: {strays:?}");
+    assert!(
+        strays.is_empty(),
+        "{} answers no whole set gives, such as {:?}",
+        strays.len(),
+        &strays[..strays.len().min(3)]
+    );
     assert!(total > 100, "too few answers to mean anything: {total}");
     // The last write (i = 29) allows.
     assert_eq!(answer(&channel, "a1").await, allow);
