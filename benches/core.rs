@@ -1,5 +1,6 @@
-//! Criterion benches of the pure core: JSON-RPC inspection and the whole decision.
-//! Run: `cargo bench --bench core`.
+//! Criterion benches of the pure core: JSON-RPC inspection, the whole decision, and everything a
+//! Check does between the gRPC frames (decode, decide, answer, metrics, audit record) next to
+//! what the floor does (decode, answer OK). Run: `cargo bench --bench core`.
 
 #[path = "common/generate.rs"]
 mod generate;
@@ -8,10 +9,16 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mcp_authz::check::{Options, authorize};
+use mcp_authz::metrics::Metrics;
 use mcp_authz::policy::{Snapshot, load_files, load_paths};
+use mcp_authz::proto::auth::{CheckRequest, CheckResponse, OkHttpResponse, check_response};
+use mcp_authz::request::CheckInput as Input;
 use mcp_authz::request::{CheckInput, Headers};
+use mcp_authz::response;
 use mcp_authz::rpc;
+use mcp_authz::telemetry::AuditRecord;
 use mcp_authz::time::Timestamp;
+use prost::Message;
 
 fn tools_call(tool: &str, padding: usize) -> String {
     format!(
@@ -88,5 +95,46 @@ fn decisions(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, inspection, decisions);
+/// One Check's CPU work outside the HTTP/2 stack, for mcp-authz and for the floor.
+fn whole_check(c: &mut Criterion) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
+    let snapshot = Snapshot::compile(load_paths(&[root.join("policies")]).unwrap());
+    let bytes = std::fs::read(root.join("requests/04-echo-allowed.bin")).unwrap();
+    let (options, metrics) = (Options::default(), Metrics::new());
+    let mut out = Vec::with_capacity(4096);
+    c.bench_function(
+        "whole Check: decode, decide, answer, metrics, record",
+        |b| {
+            b.iter(|| {
+                let started = std::time::SystemTime::now();
+                let request = CheckRequest::decode(black_box(bytes.as_slice())).unwrap();
+                let input = Input::from_proto(&request);
+                let decision = authorize(Some(&snapshot), &input, &options, Timestamp::now());
+                let answer = response::check_response(&decision);
+                metrics.record_check(&decision, 1e-5);
+                let record = AuditRecord::new(started, None, &input, &decision);
+                out.clear();
+                answer.encode(&mut out).unwrap();
+                black_box(record);
+            })
+        },
+    );
+    c.bench_function("floor Check: decode, answer OK", |b| {
+        b.iter(|| {
+            let request = CheckRequest::decode(black_box(bytes.as_slice())).unwrap();
+            let answer = CheckResponse {
+                status: Some(Default::default()),
+                http_response: Some(check_response::HttpResponse::OkResponse(
+                    OkHttpResponse::default(),
+                )),
+                dynamic_metadata: None,
+            };
+            out.clear();
+            answer.encode(&mut out).unwrap();
+            black_box(request);
+        })
+    });
+}
+
+criterion_group!(benches, inspection, decisions, whole_check);
 criterion_main!(benches);

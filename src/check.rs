@@ -191,12 +191,12 @@ fn apply<'a>(decision: &mut Decision<'a>, server: &'a CompiledServer, outcome: T
     .then(|| {
         outcome
             .session
-            .and_then(|s| s.session.policy_version.as_deref())
+            .and_then(|s| s.session.policy_version.as_ref())
     })
     .flatten();
     decision.policy_version = outcome
         .grant
-        .and_then(|g| g.grant.policy_version.as_deref())
+        .and_then(|g| g.grant.policy_version.as_ref())
         .or(session_version)
         .or(Some(&server.server.policy_version));
 }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use crate::policy::snapshot::{CompiledGrant, CompiledServer, CompiledSession, Identity};
-use crate::policy::{Mode, RiskLevel, SideEffect, Trust};
+use crate::policy::{Mode, RiskLevel, SideEffect, Text, Trust};
 
 /// Why a request was allowed or denied (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -203,8 +203,8 @@ pub struct Decision<'a> {
     /// A denial that monitor mode let through.
     pub would_deny: bool,
     pub mode: Mode,
-    pub revision: Option<&'a str>,
-    pub policy_version: Option<&'a str>,
+    pub revision: Option<&'a Text>,
+    pub policy_version: Option<&'a Text>,
     pub server: Option<&'a CompiledServer>,
     pub call: Option<CallInfo<'a>>,
     pub caller: Identity<'a>,
@@ -255,14 +255,14 @@ impl<'a> Decision<'a> {
     }
 
     pub fn server_key(&self) -> Option<&'a str> {
-        self.server.map(|s| s.server.key.full.as_str())
+        self.server.map(|s| &*s.server.key.full)
     }
 
     pub fn grant_key(&self) -> Option<&'a str> {
-        self.grant.map(|g| g.grant.key.full.as_str())
+        self.grant.map(|g| &*g.grant.key.full)
     }
 
     pub fn session_key(&self) -> Option<&'a str> {
-        self.session.map(|s| s.session.key.full.as_str())
+        self.session.map(|s| &*s.session.key.full)
     }
 }

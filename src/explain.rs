@@ -59,8 +59,8 @@ pub fn report(decision: &Decision, tool: &str, now: Timestamp) -> Value {
         "http_status": decision.http_status(),
         "matched_grant": decision.grant_key(),
         "matched_session": decision.session_key(),
-        "policy_version": decision.policy_version,
-        "policy_revision": decision.revision,
+        "policy_version": decision.policy_version.map(|v| &**v),
+        "policy_revision": decision.revision.map(|r| &**r),
         "tool_facts": facts.map(|f| json!({
             "required_trust": f.required_trust.as_str(),
             "side_effect": f.side_effect.map_or("", SideEffect::as_str),
@@ -118,7 +118,7 @@ fn grant_report(
         )
     };
     json!({
-        "name": grant.key.full,
+        "name": &*grant.key.full,
         "mode": grant.mode.as_str(),
         "subject": {
             "human": g.subject.subject().human,
@@ -135,7 +135,7 @@ fn grant_report(
         "max_trust": grant.max_trust.as_str(),
         "rule_required_trust": rule.map(|r| r.required_trust.as_str()),
         "monitor": grant.mode == Mode::Monitor,
-        "decided": decision.grant_key() == Some(grant.key.full.as_str()),
+        "decided": decision.grant_key() == Some(&*grant.key.full),
         "outcome": outcome,
     })
 }

@@ -71,7 +71,7 @@ pub fn resolve<'a>(
             };
             let Some(session) = server
                 .sessions_named(name)
-                .find(|s| s.session.key.namespace == namespace)
+                .find(|s| &*s.session.key.namespace == namespace)
             else {
                 return Err(denial(Reason::SessionNotFound, None));
             };
@@ -86,7 +86,7 @@ pub fn resolve<'a>(
                     agent: borrow(&subject.agent),
                     team: borrow(&subject.team),
                 },
-                session_id: Some(Cow::Borrowed(session.session.key.name.as_str())),
+                session_id: Some(Cow::Borrowed(&*session.session.key.name)),
                 session: Some(session),
             })
         }

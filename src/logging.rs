@@ -1,16 +1,14 @@
-//! Log output: stderr, with the audit trail's lines batched.
-//!
-//! Every log event but the audit trail's is written and flushed at once. Audit lines (one per
-//! Check when no OTLP endpoint is set) go into a buffer that the audit worker flushes after each
-//! batch, so a busy service makes one `write` per batch instead of one per Check.
+//! Log output: stderr, shared by `tracing` (each event written and flushed at once) and the
+//! audit trail's lines (one per Check when no OTLP endpoint is set), which the audit worker
+//! writes a batch at a time, so a busy service makes one `write` per batch instead of one per
+//! Check.
 
 use std::io::{self, BufWriter, Stderr, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tracing::Metadata;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// The target of audit log lines.
+/// The target of audit log lines: `RUST_LOG` levels apply to it as to any other.
 pub const AUDIT_TARGET: &str = "mcp_authz::audit";
 
 /// A shared, buffered stderr.
@@ -31,9 +29,11 @@ impl Default for Output {
 }
 
 impl Output {
-    /// Writes out what is buffered.
-    pub fn flush(&self) {
-        let _ = self.lock().flush();
+    /// Writes `bytes` (whole lines) and flushes; a broken stderr loses them.
+    pub fn write_all(&self, bytes: &[u8]) {
+        let mut stderr = self.lock();
+        let _ = stderr.write_all(bytes);
+        let _ = stderr.flush();
     }
 
     fn lock(&self) -> MutexGuard<'_, BufWriter<Stderr>> {
@@ -42,10 +42,9 @@ impl Output {
     }
 }
 
-/// One event's writer: buffered for audit lines, flushed on drop for everything else.
+/// One event's writer, flushed when the event is written.
 pub struct EventWriter<'a> {
     output: &'a Output,
-    flush: bool,
 }
 
 impl Write for EventWriter<'_> {
@@ -61,9 +60,7 @@ impl Write for EventWriter<'_> {
 
 impl Drop for EventWriter<'_> {
     fn drop(&mut self) {
-        if self.flush {
-            self.output.flush();
-        }
+        let _ = self.output.lock().flush();
     }
 }
 
@@ -71,16 +68,6 @@ impl<'a> MakeWriter<'a> for Output {
     type Writer = EventWriter<'a>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        EventWriter {
-            output: self,
-            flush: true,
-        }
-    }
-
-    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
-        EventWriter {
-            output: self,
-            flush: meta.target() != AUDIT_TARGET,
-        }
+        EventWriter { output: self }
     }
 }

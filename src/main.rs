@@ -11,6 +11,7 @@ use clap::Parser;
 use tonic_health::ServingStatus;
 
 use mcp_authz::admin::{self, AdminState};
+use mcp_authz::audit_line::LineFormat;
 use mcp_authz::check::{Options, decide_call};
 use mcp_authz::explain;
 use mcp_authz::identity::Caller;
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
         Command::Validate { paths } => validate(&paths),
         Command::Check(args) => check(&args),
         Command::Serve(args) => {
-            let output = init_logging(args.log_format);
+            let (output, lines) = init_logging(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(args, output)) {
+            match runtime.block_on(run(args, output, lines)) {
                 Ok(code) => code,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -134,24 +135,29 @@ fn print_problems(error: &LoadError) {
     eprintln!("invalid policy set: {errors} errors");
 }
 
-fn init_logging(format: LogFormat) -> Output {
+/// Sets up `tracing` on a shared stderr; returns it and how audit lines should look there.
+fn init_logging(format: LogFormat) -> (Output, LineFormat) {
     let output = Output::default();
+    let lines = LineFormat {
+        json: format == LogFormat::Json,
+        ansi: std::io::stderr().is_terminal(),
+    };
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(lines.ansi)
         .with_writer(output.clone());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    output
+    (output, lines)
 }
 
-async fn run(args: ServeArgs, output: Output) -> anyhow::Result<ExitCode> {
+async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -174,7 +180,7 @@ async fn run(args: ServeArgs, output: Output) -> anyhow::Result<ExitCode> {
             (audit, Some(exporter))
         }
         None => {
-            let (audit, worker) = Audit::start_log(metrics.spans_dropped(), output);
+            let (audit, worker) = Audit::start_log(metrics.spans_dropped(), output, lines);
             (audit, Some(worker))
         }
     };

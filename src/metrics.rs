@@ -167,7 +167,7 @@ impl Metrics {
         self.policy_info.clear();
         self.policy_info
             .get_or_create(&RevisionLabels {
-                revision: snapshot.revision.clone(),
+                revision: snapshot.revision.to_string(),
             })
             .set(1);
         for (kind, count) in [

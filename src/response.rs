@@ -136,7 +136,7 @@ fn dynamic_metadata(decision: &Decision) -> Struct {
     );
     fields.insert(
         "policy_revision".into(),
-        string(decision.revision.unwrap_or_default()),
+        string(decision.revision.map_or("", |r| r)),
     );
     let optional = [
         ("matched_grant", decision.grant_key()),

@@ -1,9 +1,10 @@
-//! The audit trail: one OpenTelemetry span per Check (SPEC §4), built in one place from the
+//! The audit trail: one OpenTelemetry span per Check (SPEC §4), recorded in one place from the
 //! Decision, exported over OTLP off the request path; or, with no endpoint, one log line.
 //!
-//! A Check only builds the span's data and `try_send`s it into a bounded queue; a background
-//! task batches and exports. When the queue is full (a slow or dead collector) the span is
-//! dropped and counted, so the collector can never slow a Check down.
+//! A Check only takes its [`AuditRecord`] and `try_send`s it into a bounded queue; a background
+//! worker builds the spans, batches and exports them (or writes the lines). When the queue is
+//! full (a slow or dead collector) the record is dropped and counted, so the collector can never
+//! slow a Check down.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,10 +18,12 @@ use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter, SpanLinks,
 };
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{mpsc, watch};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
-use crate::decision::Decision;
+use crate::audit_line::{self, LineFormat};
+use crate::decision::{Decision, Reason, ToolFacts, TrustFigures, Verdict};
 use crate::logging::{AUDIT_TARGET, Output};
+use crate::policy::{Mode, ObjectKey, Text, Trust};
 use crate::request::CheckInput;
 use crate::settings::OtlpProtocol;
 
@@ -31,7 +34,8 @@ const MAX_BATCH: usize = 512;
 const BATCH_WAIT: Duration = Duration::from_millis(200);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
-const LOG_POLL: Duration = Duration::from_millis(20);
+/// How often the workers look at the queue.
+const POLL: Duration = Duration::from_millis(20);
 
 /// Attribute keys (SPEC §4).
 pub mod attr {
@@ -123,76 +127,75 @@ pub fn parent_context(
         })
 }
 
-/// The span's attributes, every one read from the decision (SPEC §4).
-pub fn attributes(decision: &Decision, input: &CheckInput) -> Vec<KeyValue> {
-    let mut out = Vec::with_capacity(28);
-    let s = |v: &str| Value::String(v.to_string().into());
-    out.push(KeyValue::new(attr::DECISION, decision.applied().as_str()));
-    out.push(KeyValue::new(attr::REASON, decision.reason.as_str()));
-    out.push(KeyValue::new(attr::WOULD_DENY, decision.would_deny));
-    if decision.would_deny {
-        out.push(KeyValue::new(
-            attr::WOULD_DENY_REASON,
-            decision.reason.as_str(),
-        ));
-    }
-    out.push(KeyValue::new(attr::MODE, decision.mode.as_str()));
-    out.push(KeyValue::new(
-        attr::STATUS_CODE,
-        i64::from(decision.http_status()),
-    ));
-    out.push(KeyValue::new(
-        attr::POLICY_REVISION,
-        s(decision.revision.unwrap_or_default()),
-    ));
-    let mut optional = |key: &'static str, value: Option<&str>| {
-        if let Some(value) = value {
-            out.push(KeyValue::new(key, s(value)));
-        }
-    };
-    optional(attr::POLICY_VERSION, decision.policy_version);
-    optional(attr::MATCHED_GRANT, decision.grant_key());
-    optional(attr::MATCHED_SESSION, decision.session_key());
-    if let Some(trust) = decision.trust {
-        optional(attr::ADMIN_TRUST, Some(trust.admin.as_str()));
-        optional(attr::CONSENTED_TRUST, Some(trust.consented.as_str()));
-        optional(attr::EFFECTIVE_TRUST, Some(trust.effective.as_str()));
-    }
-    if let Some(tool) = decision.tool {
-        let required = decision.trust.map_or(tool.required_trust, |t| t.required);
-        optional(attr::REQUIRED_TRUST, Some(required.as_str()));
-        optional(
-            attr::REQUIRED_SIDE_EFFECT,
-            Some(tool.side_effect.map_or("", |e| e.as_str())),
-        );
-        optional(attr::RISK_LEVEL, tool.risk_level.map(|r| r.as_str()));
-    }
-    if let Some(server) = decision.server {
-        optional(attr::SERVER_NAME, Some(&server.server.key.name));
-        optional(attr::SERVER_NAMESPACE, Some(&server.server.key.namespace));
-    }
-    optional(attr::ENDUSER_ID, decision.caller.human.as_deref());
-    optional(attr::AGENT_ID, decision.caller.agent.as_deref());
-    optional(attr::TEAM_ID, decision.caller.team.as_deref());
-    optional(attr::SESSION_ID, decision.session_id.as_deref());
-    if let Some(call) = &decision.call {
-        optional(attr::METHOD_NAME, Some(&call.method));
-        optional(attr::TOOL_NAME, call.tool.as_deref());
-        optional(attr::REQUEST_ID, call.id.as_deref());
-    }
-    optional(attr::HTTP_METHOD, Some(input.method));
-    optional(attr::URL_PATH, Some(input.path_only()));
-    out
+/// The request's strings an audit record reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestText {
+    /// The caller's identity as resolved (the team may be the server's default).
+    Human,
+    Agent,
+    Team,
+    /// The session id as sent (mtls: the session's name).
+    SessionId,
+    /// The deciding JSON-RPC element's method, tool name and id.
+    Method,
+    Tool,
+    RequestId,
+    HttpMethod,
+    Path,
 }
 
-/// One Check as recorded: the span's times, parent and attributes. Built on the request path
-/// (no formatting, no I/O); rendered as a span or a log line by a background worker.
+/// [`RequestText`]s in one buffer: one allocation per Check whatever the request carries.
+#[derive(Debug, Clone, Default)]
+struct RequestTexts {
+    text: String,
+    ranges: [Option<(u32, u32)>; 9],
+}
+
+impl RequestTexts {
+    fn new(values: [Option<&str>; 9]) -> Self {
+        let mut texts = RequestTexts {
+            text: String::with_capacity(values.iter().flatten().map(|v| v.len()).sum()),
+            ranges: [None; 9],
+        };
+        for (range, value) in texts.ranges.iter_mut().zip(values) {
+            if let Some(value) = value {
+                let start = texts.text.len() as u32;
+                texts.text.push_str(value);
+                *range = Some((start, texts.text.len() as u32));
+            }
+        }
+        texts
+    }
+
+    fn get(&self, which: RequestText) -> Option<&str> {
+        let (start, end) = self.ranges[which as usize]?;
+        Some(&self.text[start as usize..end as usize])
+    }
+}
+
+/// One Check as recorded: the evidence its span reports (SPEC §4), read from the Decision in
+/// this one place. Kept compact, policy text shared and the request's text in one buffer, so
+/// that recording costs a Check one allocation; the worker builds the span's attributes or the
+/// log line from it, off the request path.
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
     pub started: SystemTime,
     pub ended: SystemTime,
     pub parent: Option<SpanContext>,
-    pub attributes: Vec<KeyValue>,
+    /// The verdict applied.
+    pub decision: Verdict,
+    pub reason: Reason,
+    pub would_deny: bool,
+    pub mode: Mode,
+    pub status_code: u16,
+    pub revision: Option<Text>,
+    pub policy_version: Option<Text>,
+    pub grant: Option<Text>,
+    pub session: Option<Text>,
+    pub server: Option<ObjectKey>,
+    pub tool: Option<ToolFacts>,
+    pub trust: Option<TrustFigures>,
+    texts: RequestTexts,
 }
 
 impl AuditRecord {
@@ -202,19 +205,109 @@ impl AuditRecord {
         input: &CheckInput,
         decision: &Decision,
     ) -> Self {
+        let call = decision.call.as_ref();
+        let caller = &decision.caller;
         AuditRecord {
             started,
             ended: SystemTime::now(),
             parent: parent_context(grpc_traceparent, input, decision),
-            attributes: attributes(decision, input),
+            decision: decision.applied(),
+            reason: decision.reason,
+            would_deny: decision.would_deny,
+            mode: decision.mode,
+            status_code: decision.http_status(),
+            revision: decision.revision.cloned(),
+            policy_version: decision.policy_version.cloned(),
+            grant: decision.grant.map(|g| Text::clone(&g.grant.key.full)),
+            session: decision.session.map(|s| Text::clone(&s.session.key.full)),
+            server: decision.server.map(|s| s.server.key.clone()),
+            tool: decision.tool,
+            trust: decision.trust,
+            texts: RequestTexts::new([
+                caller.human.as_deref(),
+                caller.agent.as_deref(),
+                caller.team.as_deref(),
+                decision.session_id.as_deref(),
+                call.map(|c| c.method.as_ref()),
+                call.and_then(|c| c.tool.as_deref()),
+                call.and_then(|c| c.id.as_deref()),
+                Some(input.method),
+                Some(input.path_only()),
+            ]),
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.attributes
-            .iter()
-            .find(|kv| kv.key.as_str() == key)
-            .map(|kv| &kv.value)
+    pub fn text(&self, which: RequestText) -> Option<&str> {
+        self.texts.get(which)
+    }
+
+    /// The tool's required trust: step 8's figure once it ran, else the inventory's.
+    pub fn required_trust(&self) -> Option<Trust> {
+        let tool = self.tool?;
+        Some(self.trust.map_or(tool.required_trust, |t| t.required))
+    }
+
+    /// The span's attributes (SPEC §4).
+    pub fn attributes(&self) -> Vec<KeyValue> {
+        let mut out = Vec::with_capacity(28);
+        let mut add = |key: &'static str, value: Value| out.push(KeyValue::new(key, value));
+        let shared = |text: &Text| Value::from(Text::clone(text));
+        add(attr::DECISION, self.decision.as_str().into());
+        add(attr::REASON, self.reason.as_str().into());
+        add(attr::WOULD_DENY, self.would_deny.into());
+        if self.would_deny {
+            add(attr::WOULD_DENY_REASON, self.reason.as_str().into());
+        }
+        add(attr::MODE, self.mode.as_str().into());
+        add(attr::STATUS_CODE, i64::from(self.status_code).into());
+        add(
+            attr::POLICY_REVISION,
+            self.revision.as_ref().map_or("".into(), shared),
+        );
+        for (key, text) in [
+            (attr::POLICY_VERSION, &self.policy_version),
+            (attr::MATCHED_GRANT, &self.grant),
+            (attr::MATCHED_SESSION, &self.session),
+        ] {
+            if let Some(text) = text {
+                add(key, shared(text));
+            }
+        }
+        if let Some(trust) = self.trust {
+            add(attr::ADMIN_TRUST, trust.admin.as_str().into());
+            add(attr::CONSENTED_TRUST, trust.consented.as_str().into());
+            add(attr::EFFECTIVE_TRUST, trust.effective.as_str().into());
+        }
+        if let (Some(tool), Some(required)) = (self.tool, self.required_trust()) {
+            add(attr::REQUIRED_TRUST, required.as_str().into());
+            add(
+                attr::REQUIRED_SIDE_EFFECT,
+                tool.side_effect.map_or("", |e| e.as_str()).into(),
+            );
+            if let Some(risk) = tool.risk_level {
+                add(attr::RISK_LEVEL, risk.as_str().into());
+            }
+        }
+        if let Some(server) = &self.server {
+            add(attr::SERVER_NAME, shared(&server.name));
+            add(attr::SERVER_NAMESPACE, shared(&server.namespace));
+        }
+        for (key, which) in [
+            (attr::ENDUSER_ID, RequestText::Human),
+            (attr::AGENT_ID, RequestText::Agent),
+            (attr::TEAM_ID, RequestText::Team),
+            (attr::SESSION_ID, RequestText::SessionId),
+            (attr::METHOD_NAME, RequestText::Method),
+            (attr::TOOL_NAME, RequestText::Tool),
+            (attr::REQUEST_ID, RequestText::RequestId),
+            (attr::HTTP_METHOD, RequestText::HttpMethod),
+            (attr::URL_PATH, RequestText::Path),
+        ] {
+            if let Some(text) = self.text(which) {
+                add(key, text.to_string().into());
+            }
+        }
+        out
     }
 
     /// The span: a child of the parent when there is one, else the root of a new trace.
@@ -241,7 +334,7 @@ impl AuditRecord {
             name: SPAN_NAME.into(),
             start_time: self.started,
             end_time: self.ended,
-            attributes: self.attributes,
+            attributes: self.attributes(),
             dropped_attributes_count: 0,
             events: SpanEvents::default(),
             links: SpanLinks::default(),
@@ -249,85 +342,46 @@ impl AuditRecord {
             instrumentation_scope: SCOPE.clone(),
         }
     }
-
-    /// The record as one structured log line.
-    pub fn log(&self) {
-        let text = |key| self.get(key).map(Value::as_str);
-        let server = match (text(attr::SERVER_NAMESPACE), text(attr::SERVER_NAME)) {
-            (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
-            _ => None,
-        };
-        let would_deny = matches!(self.get(attr::WOULD_DENY), Some(Value::Bool(true)));
-        tracing::info!(
-            target: AUDIT_TARGET,
-            decision = text(attr::DECISION).as_deref(),
-            reason = text(attr::REASON).as_deref(),
-            would_deny,
-            mode = text(attr::MODE).as_deref(),
-            status_code = text(attr::STATUS_CODE).as_deref(),
-            server = server.as_deref(),
-            grant = text(attr::MATCHED_GRANT).as_deref(),
-            session = text(attr::MATCHED_SESSION).as_deref(),
-            human = text(attr::ENDUSER_ID).as_deref(),
-            agent = text(attr::AGENT_ID).as_deref(),
-            team = text(attr::TEAM_ID).as_deref(),
-            session_id = text(attr::SESSION_ID).as_deref(),
-            method = text(attr::METHOD_NAME).as_deref(),
-            tool = text(attr::TOOL_NAME).as_deref(),
-            request_id = text(attr::REQUEST_ID).as_deref(),
-            http_method = text(attr::HTTP_METHOD).as_deref(),
-            path = text(attr::URL_PATH).as_deref(),
-            policy_revision = text(attr::POLICY_REVISION).as_deref(),
-            "decision"
-        );
-    }
 }
 
 /// Where audit records go: a bounded queue in front of a background worker.
 #[derive(Clone)]
 pub struct Audit {
-    sink: Sink,
+    /// `None` asks the worker to finish.
+    queue: SyncSender<Option<AuditRecord>>,
     /// Records dropped because the queue was full (`mcp_authz_spans_dropped_total`).
     dropped: Counter,
 }
 
-#[derive(Clone)]
-enum Sink {
-    /// No endpoint: a thread writes one structured log line per decision.
-    Log(std::sync::mpsc::SyncSender<Option<AuditRecord>>),
-    Export(mpsc::Sender<AuditRecord>),
-}
-
 impl Audit {
-    /// Logs each decision instead of exporting it; the worker ends with the last `Audit`.
+    /// Logs each decision as a text line instead of exporting it; the worker ends with the
+    /// last `Audit`.
     pub fn log_only() -> Self {
-        let (audit, exporter) = Self::start_log(Counter::default(), Output::default());
+        let (audit, worker) =
+            Self::start_log(Counter::default(), Output::default(), LineFormat::default());
         // Detached: the worker thread ends when the last sender is gone.
-        drop(exporter.stop);
+        drop(worker);
         audit
     }
 
-    /// Logs each decision on a background thread, flushing `output` after each batch; drops
-    /// are counted in `dropped`.
-    pub fn start_log(dropped: Counter, output: Output) -> (Audit, AuditWorker) {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Option<AuditRecord>>(QUEUE_CAPACITY);
+    /// Logs each decision on a background thread, one `format` line each, written to `output`
+    /// batch by batch; drops are counted in `dropped`.
+    pub fn start_log(dropped: Counter, output: Output, format: LineFormat) -> (Audit, AuditWorker) {
+        let (queue, records) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let reporter = Reporter::new(dropped.clone());
         let thread = std::thread::Builder::new()
             .name("audit-log".into())
-            .spawn(move || log_worker(&rx, &output))
+            .spawn(move || log_worker(&records, &output, format, reporter))
             .ok();
         let audit = Audit {
-            sink: Sink::Log(tx.clone()),
+            queue: queue.clone(),
             dropped,
         };
-        (
-            audit,
-            AuditWorker {
-                stop: Stop::Thread { tx, thread },
-            },
-        )
+        (audit, AuditWorker { queue, thread })
     }
 
-    /// Records one Check. Never blocks and never formats: the worker does.
+    /// Records one Check. Never blocks, never formats and never wakes the worker: the worker
+    /// polls the queue.
     pub fn record(
         &self,
         started: SystemTime,
@@ -336,33 +390,88 @@ impl Audit {
         decision: &Decision,
     ) {
         let record = AuditRecord::new(started, grpc_traceparent, input, decision);
-        let sent = match &self.sink {
-            Sink::Log(queue) => queue.try_send(Some(record)).is_ok(),
-            Sink::Export(queue) => queue.try_send(record).is_ok(),
-        };
-        if !sent {
+        if self.queue.try_send(Some(record)).is_err() {
             self.dropped.inc();
         }
     }
 }
 
-/// Writes queued records in batches, waking every [`LOG_POLL`] rather than once per record:
-/// on a busy two-core machine a wake-up per Check costs more than the line itself.
-fn log_worker(queue: &std::sync::mpsc::Receiver<Option<AuditRecord>>, output: &Output) {
-    use std::sync::mpsc::TryRecvError;
+/// Moves what is queued into `batch`; true once the queue is told to finish or closed.
+fn drain(queue: &Receiver<Option<AuditRecord>>, batch: &mut Vec<AuditRecord>) -> bool {
     loop {
-        loop {
-            match queue.try_recv() {
-                Ok(Some(record)) => record.log(),
-                Ok(None) | Err(TryRecvError::Disconnected) => {
-                    output.flush();
-                    return;
-                }
-                Err(TryRecvError::Empty) => break,
-            }
+        match queue.try_recv() {
+            Ok(Some(record)) => batch.push(record),
+            Ok(None) | Err(TryRecvError::Disconnected) => return true,
+            Err(TryRecvError::Empty) => return false,
         }
-        output.flush();
-        std::thread::sleep(LOG_POLL);
+    }
+}
+
+/// Writes queued records in batches, waking every [`POLL`] rather than once per record: on a
+/// busy two-core machine a wake-up per Check costs more than the line itself.
+fn log_worker(
+    queue: &Receiver<Option<AuditRecord>>,
+    output: &Output,
+    format: LineFormat,
+    mut reporter: Reporter,
+) {
+    let (mut batch, mut text) = (Vec::new(), Vec::with_capacity(64 * 1024));
+    loop {
+        let stopping = drain(queue, &mut batch);
+        // Audit lines are info events of their own target, so RUST_LOG=warn silences them.
+        if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
+            for record in &batch {
+                audit_line::write(record, format, &mut text);
+            }
+            output.write_all(&text);
+            text.clear();
+        }
+        batch.clear();
+        reporter.report(stopping);
+        if stopping {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Says in the log, at most every [`REPORT_EVERY`], how many records were dropped or could not
+/// be exported since it last said so.
+struct Reporter {
+    dropped: Counter,
+    reported_drops: u64,
+    failures: u64,
+    last: std::time::Instant,
+}
+
+impl Reporter {
+    fn new(dropped: Counter) -> Self {
+        Reporter {
+            dropped,
+            reported_drops: 0,
+            failures: 0,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn report(&mut self, now: bool) {
+        if !now && self.last.elapsed() < REPORT_EVERY {
+            return;
+        }
+        let drops = self.dropped.get();
+        if drops > self.reported_drops {
+            tracing::warn!(
+                dropped = drops - self.reported_drops,
+                total = drops,
+                "audit records dropped: the queue was full"
+            );
+            self.reported_drops = drops;
+        }
+        if self.failures > 0 {
+            tracing::warn!(spans = self.failures, "audit spans could not be exported");
+            self.failures = 0;
+        }
+        self.last = std::time::Instant::now();
     }
 }
 
@@ -426,18 +535,8 @@ impl ExportConfig {
 
 /// The audit worker; `shutdown` writes or exports what is queued and waits for it.
 pub struct AuditWorker {
-    stop: Stop,
-}
-
-enum Stop {
-    Task {
-        stop: watch::Sender<bool>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    },
-    Thread {
-        tx: std::sync::mpsc::SyncSender<Option<AuditRecord>>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    },
+    queue: SyncSender<Option<AuditRecord>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AuditWorker {
@@ -445,10 +544,9 @@ impl AuditWorker {
     /// and sending batches never occupies a thread that answers Checks. Drops are counted in
     /// `dropped`.
     pub fn start(config: &ExportConfig, dropped: Counter) -> Result<(Audit, AuditWorker), String> {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let (stop, stopped) = watch::channel(false);
+        let (queue, records) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (config, counter) = (config.clone(), dropped.clone());
+        let (config, reporter) = (config.clone(), Reporter::new(dropped.clone()));
         let thread = std::thread::Builder::new()
             .name("audit-export".into())
             .spawn(move || {
@@ -466,7 +564,7 @@ impl AuditWorker {
                     match build_exporter(&config) {
                         Ok(exporter) => {
                             let _ = ready_tx.send(Ok(()));
-                            export_loop(rx, exporter, stopped, counter).await;
+                            export_loop(records, exporter, reporter).await;
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -479,38 +577,26 @@ impl AuditWorker {
             .recv()
             .map_err(|_| "the export thread ended before it started".to_string())??;
         let audit = Audit {
-            sink: Sink::Export(tx),
+            queue: queue.clone(),
             dropped,
         };
         Ok((
             audit,
             AuditWorker {
-                stop: Stop::Task {
-                    stop,
-                    thread: Some(thread),
-                },
+                queue,
+                thread: Some(thread),
             },
         ))
     }
 
     /// Exports or writes what is queued, then stops.
     pub async fn shutdown(self, timeout: Duration) {
-        let finished = match self.stop {
-            Stop::Task { stop, thread } => {
-                let _ = stop.send(true);
-                let join =
-                    tokio::task::spawn_blocking(move || thread.map(std::thread::JoinHandle::join));
-                tokio::time::timeout(timeout, join).await.is_ok()
-            }
-            Stop::Thread { tx, thread } => {
-                let join = tokio::task::spawn_blocking(move || {
-                    let _ = tx.send(None);
-                    thread.map(std::thread::JoinHandle::join)
-                });
-                tokio::time::timeout(timeout, join).await.is_ok()
-            }
-        };
-        if !finished {
+        let AuditWorker { queue, thread } = self;
+        let join = tokio::task::spawn_blocking(move || {
+            let _ = queue.send(None);
+            thread.map(std::thread::JoinHandle::join)
+        });
+        if tokio::time::timeout(timeout, join).await.is_err() {
             tracing::warn!("audit records not flushed within {timeout:?}");
         }
     }
@@ -540,70 +626,42 @@ fn build_exporter(config: &ExportConfig) -> Result<opentelemetry_otlp::SpanExpor
     Ok(exporter)
 }
 
+/// Exports queued records in batches of up to [`MAX_BATCH`], each within [`BATCH_WAIT`] of its
+/// oldest record, polling the queue every [`POLL`].
 async fn export_loop(
-    mut queue: mpsc::Receiver<AuditRecord>,
+    queue: Receiver<Option<AuditRecord>>,
     exporter: opentelemetry_otlp::SpanExporter,
-    mut stop: watch::Receiver<bool>,
-    dropped: Counter,
+    mut reporter: Reporter,
 ) {
     let ids = RandomIdGenerator::default();
-    let mut reported_drops = 0;
-    let mut last_report = tokio::time::Instant::now();
-    let mut failures = 0u64;
+    let mut batch = Vec::new();
+    let mut oldest = None;
     loop {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let stopping = tokio::select! {
-            span = queue.recv() => match span {
-                Some(span) => { batch.push(span); false }
-                None => true,
-            },
-            _ = stop.changed() => true,
-        };
-        if stopping {
-            while let Ok(span) = queue.try_recv() {
-                batch.push(span);
-            }
+        let stopping = drain(&queue, &mut batch);
+        if batch.is_empty() {
+            oldest = None;
         } else {
-            let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-            while batch.len() < MAX_BATCH {
-                tokio::select! {
-                    span = queue.recv() => match span {
-                        Some(span) => batch.push(span),
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
+            oldest.get_or_insert_with(tokio::time::Instant::now);
+        }
+        let waited = oldest.is_some_and(|t| t.elapsed() >= BATCH_WAIT);
+        if stopping || batch.len() >= MAX_BATCH || waited {
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(MAX_BATCH));
+                let spans: Vec<SpanData> = batch.into_iter().map(|r| r.into_span(&ids)).collect();
+                let count = spans.len() as u64;
+                let outcome = tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await;
+                if !matches!(outcome, Ok(Ok(()))) {
+                    reporter.failures += count;
                 }
+                batch = rest;
             }
+            oldest = None;
         }
-        while !batch.is_empty() {
-            let rest = batch.split_off(batch.len().min(MAX_BATCH));
-            let spans: Vec<SpanData> = batch.into_iter().map(|r| r.into_span(&ids)).collect();
-            let count = spans.len() as u64;
-            let outcome = tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await;
-            if !matches!(outcome, Ok(Ok(()))) {
-                failures += count;
-            }
-            batch = rest;
-        }
-        let drops = dropped.get();
-        if stopping || last_report.elapsed() >= REPORT_EVERY {
-            if drops > reported_drops {
-                tracing::warn!(
-                    dropped = drops - reported_drops,
-                    total = drops,
-                    "audit spans dropped: the export queue was full"
-                );
-                reported_drops = drops;
-            }
-            if failures > 0 {
-                tracing::warn!(spans = failures, "audit spans could not be exported");
-                failures = 0;
-            }
-            last_report = tokio::time::Instant::now();
-        }
+        reporter.report(stopping);
         if stopping {
             return;
         }
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -645,9 +703,9 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts() {
-        let (tx, _rx) = mpsc::channel(2);
+        let (queue, _records) = std::sync::mpsc::sync_channel(2);
         let audit = Audit {
-            sink: Sink::Export(tx),
+            queue,
             dropped: Counter::default(),
         };
         let decision = Decision::bare(

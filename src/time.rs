@@ -13,7 +13,11 @@ pub struct TimestampError(pub String);
 
 impl Timestamp {
     pub fn now() -> Self {
-        let nanos = match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Self::from_system(SystemTime::now())
+    }
+
+    pub fn from_system(time: SystemTime) -> Self {
+        let nanos = match time.duration_since(UNIX_EPOCH) {
             Ok(d) => d.as_nanos() as i128,
             Err(e) => -(e.duration().as_nanos() as i128),
         };
@@ -135,11 +139,10 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC, with a fraction only when there is one.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// `YYYY-MM-DDTHH:MM:SS` and the nanoseconds after it.
+    fn write_seconds(self, f: &mut fmt::Formatter<'_>) -> Result<i128, fmt::Error> {
         let secs = self.0.div_euclid(1_000_000_000) as i64;
-        let nanos = self.0.rem_euclid(1_000_000_000);
         let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
         let s = secs.rem_euclid(86_400);
         write!(
@@ -149,10 +152,28 @@ impl fmt::Display for Timestamp {
             s / 60 % 60,
             s % 60
         )?;
+        Ok(self.0.rem_euclid(1_000_000_000))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC, with a fraction only when there is one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.write_seconds(f)?;
         if nanos != 0 {
             write!(f, ".{:09}", nanos)?;
         }
         f.write_str("Z")
+    }
+}
+
+/// RFC 3339 in UTC with exactly six fraction digits, as log lines carry it.
+pub struct Micros(pub Timestamp);
+
+impl fmt::Display for Micros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.write_seconds(f)?;
+        write!(f, ".{:06}Z", nanos / 1000)
     }
 }
 
@@ -162,6 +183,18 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         Timestamp::parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn micros_always_carry_six_digits() {
+        assert_eq!(
+            Micros(ts("2026-11-26T12:55:45.8272259Z")).to_string(),
+            "2026-11-26T12:55:45.827225Z"
+        );
+        assert_eq!(
+            Micros(ts("1969-12-31T23:59:59Z")).to_string(),
+            "1969-12-31T23:59:59.000000Z"
+        );
     }
 
     #[test]

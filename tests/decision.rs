@@ -319,7 +319,7 @@ fn trust_arithmetic_is_reported() {
     );
     let tool = d.tool.unwrap();
     assert_eq!(tool.required_trust, Trust::Medium);
-    assert_eq!(d.policy_version, Some("vault-1"));
+    assert_eq!(d.policy_version.map(|v| &**v), Some("vault-1"));
     assert_eq!(d.session_id.as_deref(), Some("s-ok"));
     assert_eq!(d.session_key(), Some("sec/s-ok"));
 }
@@ -404,7 +404,7 @@ fn sessions() {
     }
     let revoked = vault("read").session("s-revoked");
     let d = decide_at(&p, &revoked.input(), Mode::Enforce, at(NOW));
-    assert_eq!(d.policy_version, Some("sess-9"));
+    assert_eq!(d.policy_version.map(|v| &**v), Some("sess-9"));
 }
 
 #[test]
@@ -979,7 +979,7 @@ fn policy_versions() {
     let version = |req: Req| {
         decide_at(&p, &req.input(), Mode::Enforce, at(NOW))
             .policy_version
-            .map(str::to_string)
+            .map(|v| v.to_string())
     };
     assert_eq!(
         version(shop("read").agent("base")).as_deref(),

@@ -463,7 +463,7 @@ fn directory_walk_follows_the_rules() {
     fs::write(dir.join(".hidden/f.yaml"), server_yaml("f")).unwrap();
     fs::write(dir.join("empty.yaml"), "").unwrap();
     let set = load_paths(&[&dir]).unwrap();
-    let mut names: Vec<_> = set.servers.iter().map(|s| s.key.name.clone()).collect();
+    let mut names: Vec<_> = set.servers.iter().map(|s| s.key.name.to_string()).collect();
     names.sort();
     assert_eq!(names, ["a", "b", "c"]);
     assert_eq!(set.files, 4);
@@ -519,7 +519,7 @@ fn symlinks_are_followed_and_loops_reported() {
     fs::write(outside.join("x.yaml"), server_yaml("x")).unwrap();
     symlink(&outside, dir.join("linked")).unwrap();
     let set = load_paths(&[&dir]).unwrap();
-    assert_eq!(set.servers[0].key.name, "x");
+    assert_eq!(&*set.servers[0].key.name, "x");
 
     fs::create_dir_all(dir.join("sub")).unwrap();
     symlink(&dir, dir.join("sub/back")).unwrap();

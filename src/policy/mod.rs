@@ -9,6 +9,7 @@ pub mod validate;
 pub mod yaml;
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::time::Timestamp;
 
@@ -18,21 +19,25 @@ pub use validate::{Problem, Severity};
 
 pub const API_VERSION: &str = "mcpruntime.org/v1alpha1";
 
+/// Policy text that every Check's audit record reports (names, versions, the revision):
+/// shared, so a record takes it by reference count rather than by copy.
+pub type Text = Arc<str>;
+
 /// `namespace/name` of a policy object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Text,
+    pub name: Text,
     /// `namespace/name`, kept whole because decisions, metadata and spans report it as is.
-    pub full: String,
+    pub full: Text,
 }
 
 impl ObjectKey {
     pub fn new(namespace: &str, name: &str) -> Self {
         ObjectKey {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            full: format!("{namespace}/{name}"),
+            namespace: namespace.into(),
+            name: name.into(),
+            full: format!("{namespace}/{name}").into(),
         }
     }
 }
@@ -164,7 +169,7 @@ pub struct Server {
     pub auth: Auth,
     pub mode: Mode,
     pub default_decision: DefaultDecision,
-    pub policy_version: String,
+    pub policy_version: Text,
     pub session_required: bool,
 }
 
@@ -185,7 +190,7 @@ pub struct Grant {
     pub tool_rules: Vec<ToolRule>,
     pub disabled: bool,
     pub expires_at: Option<Timestamp>,
-    pub policy_version: Option<String>,
+    pub policy_version: Option<Text>,
     pub mode: Mode,
 }
 
@@ -197,7 +202,7 @@ pub struct Session {
     pub consented_trust: Trust,
     pub expires_at: Option<Timestamp>,
     pub revoked: bool,
-    pub policy_version: Option<String>,
+    pub policy_version: Option<Text>,
 }
 
 /// Object kinds, for counts and messages.

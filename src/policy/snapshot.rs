@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::load::PolicySet;
-use super::{Grant, Server, Session, Subject, Tool};
+use super::{Grant, Server, Session, Subject, Text, Tool};
 
 /// A caller's identity as resolved from the request; empty strings never appear here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,12 +140,12 @@ pub struct Counts {
 
 #[derive(Debug)]
 pub struct Snapshot {
-    pub revision: String,
+    pub revision: Text,
     pub counts: Counts,
     /// Servers in byte order of `namespace/name`.
     servers: Vec<CompiledServer>,
-    by_key: HashMap<String, usize>,
-    by_name: HashMap<String, NameLookup>,
+    by_key: HashMap<Text, usize>,
+    by_name: HashMap<Text, NameLookup>,
     by_path: HashMap<String, usize>,
 }
 
@@ -176,7 +176,7 @@ impl Snapshot {
             })
             .collect();
         servers.sort_by(|a, b| a.server.key.full.cmp(&b.server.key.full));
-        let by_key: HashMap<String, usize> = servers
+        let by_key: HashMap<Text, usize> = servers
             .iter()
             .enumerate()
             .map(|(i, s)| (s.server.key.full.clone(), i))
@@ -185,7 +185,7 @@ impl Snapshot {
         let mut grants = set.grants;
         grants.sort_by(|a, b| a.key.full.cmp(&b.key.full));
         for grant in grants {
-            let Some(&i) = by_key.get(&grant.server_ref.full) else {
+            let Some(&i) = by_key.get(&*grant.server_ref.full) else {
                 continue;
             };
             let server = &mut servers[i];
@@ -210,14 +210,14 @@ impl Snapshot {
         let mut sessions = set.sessions;
         sessions.sort_by(|a, b| a.key.full.cmp(&b.key.full));
         for session in sessions {
-            let Some(&i) = by_key.get(&session.server_ref.full) else {
+            let Some(&i) = by_key.get(&*session.server_ref.full) else {
                 continue;
             };
             let server = &mut servers[i];
             let subject = EffectiveSubject::new(&session.subject, Some(&server.server));
             server
                 .sessions
-                .entry(session.key.name.clone())
+                .entry(session.key.name.to_string())
                 .or_default()
                 .push(CompiledSession { session, subject });
         }
@@ -235,7 +235,7 @@ impl Snapshot {
             .map(|(i, s)| (s.server.ingress_path.clone(), i))
             .collect();
         Snapshot {
-            revision: set.revision,
+            revision: set.revision.into(),
             counts,
             servers,
             by_key,
@@ -280,7 +280,7 @@ impl Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModeChange {
     pub kind: super::Kind,
-    pub key: String,
+    pub key: Text,
     pub from: super::Mode,
     pub to: super::Mode,
 }
@@ -288,7 +288,7 @@ pub struct ModeChange {
 /// Grants and servers present in both snapshots whose mode changed, in key order.
 pub fn mode_changes(old: &Snapshot, new: &Snapshot) -> Vec<ModeChange> {
     use super::{Kind, Mode};
-    let modes = |s: &Snapshot| -> HashMap<(bool, String), Mode> {
+    let modes = |s: &Snapshot| -> HashMap<(bool, Text), Mode> {
         let mut out = HashMap::new();
         for server in &s.servers {
             out.insert((false, server.server.key.full.clone()), server.server.mode);

@@ -693,7 +693,7 @@ impl Reader<'_> {
             .unwrap_or(DefaultDecision::Deny);
         let policy_version = self
             .opt_string(&policy, "policyVersion", "spec.policy")
-            .unwrap_or_else(|| "v1".to_string());
+            .map_or_else(|| "v1".into(), Into::into);
         let session = fields
             .get("session")
             .map(|n| self.fields(n, "spec.session", &["required"], true))
@@ -786,7 +786,7 @@ impl Reader<'_> {
         let name = self.required_name(&f, node, "spec.serverRef")?;
         let namespace = self
             .opt_string(&f, "namespace", "spec.serverRef")
-            .unwrap_or_else(|| own.namespace.clone());
+            .unwrap_or_else(|| own.namespace.to_string());
         Some(ObjectKey::new(&namespace, &name))
     }
 
@@ -881,7 +881,9 @@ impl Reader<'_> {
         }
         let disabled = self.boolean(&fields, "disabled", "spec");
         let expires_at = self.time(&fields, "expiresAt", "spec");
-        let policy_version = self.opt_string(&fields, "policyVersion", "spec");
+        let policy_version = self
+            .opt_string(&fields, "policyVersion", "spec")
+            .map(Into::into);
         let mode = self
             .keyword(&fields, "mode", "spec", Mode::parse, Mode::choices)
             .unwrap_or(Mode::Enforce);
@@ -935,7 +937,9 @@ impl Reader<'_> {
             .unwrap_or(Trust::Low);
         let expires_at = self.time(&fields, "expiresAt", "spec");
         let revoked = self.boolean(&fields, "revoked", "spec");
-        let policy_version = self.opt_string(&fields, "policyVersion", "spec");
+        let policy_version = self
+            .opt_string(&fields, "policyVersion", "spec")
+            .map(Into::into);
         Some(Session {
             key,
             server_ref: server_ref?,

@@ -1,0 +1,294 @@
+//! The audit trail as log lines, for a service with no OTLP endpoint: one line per Check,
+//! carrying what the span would (SPEC §4), in the format of the other log lines (text or JSON).
+//!
+//! Lines are written by hand into the audit worker's buffer rather than through `tracing`,
+//! which costs several times more per line on a busy service. Every value is escaped, so a
+//! header value can never start a line of its own.
+
+use std::io::Write;
+
+use crate::logging::AUDIT_TARGET;
+use crate::telemetry::{AuditRecord, RequestText};
+use crate::time::{Micros, Timestamp};
+
+/// How lines look: text (optionally coloured for a terminal) or one JSON object each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineFormat {
+    pub json: bool,
+    pub ansi: bool,
+}
+
+/// Appends `record`'s line (ending in a newline) to `out`.
+pub fn write(record: &AuditRecord, format: LineFormat, out: &mut Vec<u8>) {
+    let mut line = Line { out, format };
+    line.start(&Micros(Timestamp::from_system(record.ended)));
+    line.string("decision", record.decision.as_str());
+    line.string("reason", record.reason.as_str());
+    line.raw(
+        "would_deny",
+        if record.would_deny { "true" } else { "false" },
+    );
+    line.string("mode", record.mode.as_str());
+    line.raw("status_code", &record.status_code.to_string());
+    if let Some(server) = &record.server {
+        line.string("server", &server.full);
+    }
+    line.optional("grant", record.grant.as_deref());
+    line.optional("session", record.session.as_deref());
+    for (name, which) in [
+        ("human", RequestText::Human),
+        ("agent", RequestText::Agent),
+        ("team", RequestText::Team),
+        ("session_id", RequestText::SessionId),
+        ("method", RequestText::Method),
+        ("tool", RequestText::Tool),
+        ("request_id", RequestText::RequestId),
+        ("http_method", RequestText::HttpMethod),
+        ("path", RequestText::Path),
+    ] {
+        line.optional(name, record.text(which));
+    }
+    line.optional(
+        "required_trust",
+        record.required_trust().map(|t| t.as_str()),
+    );
+    if let Some(trust) = record.trust {
+        line.string("admin_trust", trust.admin.as_str());
+        line.string("consented_trust", trust.consented.as_str());
+        line.string("effective_trust", trust.effective.as_str());
+    }
+    if let Some(tool) = record.tool {
+        line.string(
+            "required_side_effect",
+            tool.side_effect.map_or("", |e| e.as_str()),
+        );
+        line.optional("risk_level", tool.risk_level.map(|r| r.as_str()));
+    }
+    line.optional("policy_version", record.policy_version.as_deref());
+    line.string("policy_revision", record.revision.as_deref().unwrap_or(""));
+    line.end();
+}
+
+struct Line<'a> {
+    out: &'a mut Vec<u8>,
+    format: LineFormat,
+}
+
+// Writes into a Vec<u8> cannot fail.
+impl Line<'_> {
+    fn start(&mut self, time: &Micros) {
+        let out = &mut *self.out;
+        let _ = match (self.format.json, self.format.ansi) {
+            (true, _) => write!(
+                out,
+                r#"{{"timestamp":"{time}","level":"INFO","message":"decision""#
+            ),
+            (false, false) => write!(out, "{time}  INFO {AUDIT_TARGET}: decision"),
+            (false, true) => write!(
+                out,
+                "\x1b[2m{time}\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2m{AUDIT_TARGET}\x1b[0m\x1b[2m:\x1b[0m decision"
+            ),
+        };
+    }
+
+    fn name(&mut self, name: &str) {
+        let out = &mut *self.out;
+        match (self.format.json, self.format.ansi) {
+            (true, _) => {
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\":");
+            }
+            (false, false) => {
+                out.push(b' ');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'=');
+            }
+            (false, true) => {
+                out.extend_from_slice(b" \x1b[3m");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\x1b[0m\x1b[2m=\x1b[0m");
+            }
+        }
+    }
+
+    /// A value written as is (a number or a bool).
+    fn raw(&mut self, name: &str, value: &str) {
+        self.name(name);
+        self.out.extend_from_slice(value.as_bytes());
+    }
+
+    fn string(&mut self, name: &str, value: &str) {
+        self.name(name);
+        let out = &mut *self.out;
+        out.push(b'"');
+        escape(value, self.format.json, out);
+        out.push(b'"');
+    }
+
+    fn optional(&mut self, name: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.string(name, value);
+        }
+    }
+
+    fn end(self) {
+        if self.format.json {
+            let _ = write!(self.out, r#","target":"{AUDIT_TARGET}"}}"#);
+        }
+        self.out.push(b'\n');
+    }
+}
+
+/// Escapes quotes, backslashes and control characters: JSON's way, or Rust's (as `tracing`
+/// writes string fields) for text.
+fn escape(text: &str, json: bool, out: &mut Vec<u8>) {
+    let mut clean = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&text.as_bytes()[clean..i]);
+        clean = i + 1;
+        if escaped.is_empty() {
+            let _ = if json {
+                write!(out, "\\u{b:04x}")
+            } else {
+                write!(out, "\\u{{{b:x}}}")
+            };
+        } else {
+            out.extend_from_slice(escaped);
+        }
+    }
+    out.extend_from_slice(&text.as_bytes()[clean..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{Options, authorize};
+    use crate::policy::{Snapshot, load_paths};
+    use crate::request::{CheckInput, Headers};
+    use std::time::{Duration, SystemTime};
+
+    /// The line of a `tools/call` of `upper` on the conformance policies' demo server.
+    fn line(agent: &str, format: LineFormat) -> String {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/policies");
+        let snapshot = Snapshot::compile(load_paths(&[dir]).unwrap());
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"upper"}}"#;
+        let input = CheckInput {
+            method: "POST",
+            path: "/demo/mcp",
+            headers: Headers::new(vec![("x-mcp-agent-id", agent)]),
+            body: body.as_bytes(),
+            ..CheckInput::default()
+        };
+        let now = Timestamp::parse_rfc3339("2026-11-26T12:55:45.827225Z").unwrap();
+        let decision = authorize(Some(&snapshot), &input, &Options::default(), now);
+        let mut record = AuditRecord::new(SystemTime::UNIX_EPOCH, None, &input, &decision);
+        record.ended = SystemTime::UNIX_EPOCH + Duration::from_nanos(now.unix_nanos() as u64);
+        let mut out = Vec::new();
+        write(&record, format, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    const TEXT: LineFormat = LineFormat {
+        json: false,
+        ansi: false,
+    };
+
+    #[test]
+    fn text_lines_look_like_the_other_log_lines() {
+        let text = line("a-new", TEXT);
+        assert!(
+            text.starts_with(
+                "2026-11-26T12:55:45.827225Z  INFO mcp_authz::audit: decision decision=\"allow\" \
+                 reason=\"trust_too_low\" would_deny=true mode=\"monitor\" status_code=200 \
+                 server=\"mcp-servers/demo\" grant=\"mcp-servers/rollout-low-trust\" \
+                 agent=\"a-new\" method=\"tools/call\" tool=\"upper\" request_id=\"1\" \
+                 http_method=\"POST\" path=\"/demo/mcp\" required_trust=\"medium\" \
+                 admin_trust=\"low\" consented_trust=\"low\" effective_trust=\"low\" \
+                 required_side_effect=\"read\" policy_version=\"v1\" policy_revision=\"sha256:"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\"\n") && text.lines().count() == 1,
+            "{text}"
+        );
+        let coloured = line(
+            "a-new",
+            LineFormat {
+                json: false,
+                ansi: true,
+            },
+        );
+        assert!(coloured.contains("\x1b[32m INFO\x1b[0m"), "{coloured}");
+        assert!(
+            coloured.contains("would_deny\x1b[0m\x1b[2m=\x1b[0mtrue"),
+            "{coloured}"
+        );
+    }
+
+    #[test]
+    fn values_cannot_break_a_line() {
+        let agent = "a \"quoted\"\nINFO forged\u{1}\\";
+        let text = line(agent, TEXT);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains(r#" agent="a \"quoted\"\nINFO forged\u{1}\\" "#),
+            "{text}"
+        );
+        let json = line(
+            agent,
+            LineFormat {
+                json: true,
+                ansi: true,
+            },
+        );
+        assert_eq!(json.lines().count(), 1, "{json}");
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(json["agent"], agent);
+    }
+
+    #[test]
+    fn json_lines_carry_the_same_fields() {
+        let json: serde_json::Value = serde_json::from_str(&line(
+            "a-new",
+            LineFormat {
+                json: true,
+                ansi: false,
+            },
+        ))
+        .unwrap();
+        assert_eq!(json["timestamp"], "2026-11-26T12:55:45.827225Z");
+        assert_eq!(json["level"], "INFO");
+        assert_eq!(json["target"], AUDIT_TARGET);
+        assert_eq!(json["message"], "decision");
+        assert_eq!(json["would_deny"], true);
+        assert_eq!(json["status_code"], 200);
+        assert_eq!(json["grant"], "mcp-servers/rollout-low-trust");
+        let text = line("a-new", TEXT);
+        let names: Vec<&str> = text
+            .split(' ')
+            .filter_map(|field| Some(field.split_once('=')?.0))
+            .collect();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.retain(|k| !["timestamp", "level", "message", "target"].contains(k));
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
+    }
+}
