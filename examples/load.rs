@@ -2,8 +2,14 @@
 //! percentiles and peak RSS for mcp-authz and for the floor (`examples/floor.rs`, an ext_authz
 //! server on the same tonic stack that answers OK without looking), measured in the same run.
 //!
+//! Every answer is compared, byte for byte, with the answer the same server gave the same request
+//! before the run (decoded and checked then), so the load generator does the same work for
+//! every server: it does not pay for decoding mcp-authz's larger answers (its dynamic metadata)
+//! on the cores the servers share with it.
+//!
 //! Run from the repository root: `cargo run --release --example load` (add `-- --seconds N` to
-//! change each phase's length; default 5). It builds the release binaries it needs.
+//! change each phase's length; default 3). It
+//! builds the release binaries it needs.
 
 #[path = "../benches/common/client.rs"]
 mod client;
@@ -18,10 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mcp_authz::proto::auth::CheckResponse;
+use prost::Message;
 use tonic::transport::Channel;
 
 const STREAMS: usize = 16;
 const RATE: u64 = 2000;
+/// Closed-loop rounds; in each, the servers run one after the other.
+const ROUNDS: usize = 5;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +38,41 @@ fn root() -> PathBuf {
 
 async fn check(channel: &Channel, request: Arc<Vec<u8>>) -> Result<CheckResponse, tonic::Status> {
     client::check_bytes(channel, ArcBytes(request), &[]).await
+}
+
+/// One request to a server and the answer it gives, as bytes.
+#[derive(Clone)]
+struct Call {
+    request: Arc<Vec<u8>>,
+    answer: bytes::Bytes,
+}
+
+/// The calls of `requests` on the server at `addr`: each answer decoded once and checked to be
+/// a decision (not `policy_unavailable`), then kept as bytes.
+async fn calls(addr: &str, requests: &[Arc<Vec<u8>>]) -> Vec<Call> {
+    let channel = connect(addr).await;
+    let mut out = Vec::new();
+    for request in requests {
+        let answer = client::check_undecoded(&channel, ArcBytes(Arc::clone(request)))
+            .await
+            .expect("an answer");
+        let decoded = CheckResponse::decode(answer.clone()).expect("a CheckResponse");
+        let code = decoded.status.map(|s| s.code);
+        assert!(code.is_some_and(|c| c != 14), "no decision from {addr}");
+        out.push(Call {
+            request: Arc::clone(request),
+            answer,
+        });
+    }
+    out
+}
+
+/// Sends `call`'s request; true when the answer is the expected one.
+async fn answered(channel: &Channel, call: &Call) -> bool {
+    let request = ArcBytes(Arc::clone(&call.request));
+    client::check_undecoded(channel, request)
+        .await
+        .is_ok_and(|answer| answer == call.answer)
 }
 
 /// Shares one encoded request between many Checks.
@@ -197,7 +241,7 @@ fn percentiles(mut micros: Vec<u64>, seconds: f64, errors: u64) -> Figures {
 }
 
 /// `STREAMS` callers, each sending the next Check as soon as the last is answered.
-async fn closed_loop(server: &Process, requests: &[Arc<Vec<u8>>], seconds: f64) -> Figures {
+async fn closed_loop(server: &Process, calls: &[Call], seconds: f64) -> Figures {
     let channel = connect(&server.addr).await;
     let cpu = || (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
     let before = cpu();
@@ -206,17 +250,16 @@ async fn closed_loop(server: &Process, requests: &[Arc<Vec<u8>>], seconds: f64) 
     let mut tasks = Vec::new();
     for stream in 0..STREAMS {
         let (channel, stop, errors) = (channel.clone(), Arc::clone(&stop), Arc::clone(&errors));
-        let requests = requests.to_vec();
+        let calls = calls.to_vec();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(200_000);
             let mut i = stream;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                match check(&channel, Arc::clone(&requests[i % requests.len()])).await {
-                    Ok(_) => latencies.push(started.elapsed().as_micros() as u64),
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                if answered(&channel, &calls[i % calls.len()]).await {
+                    latencies.push(started.elapsed().as_micros() as u64);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
                 i += 1;
             }
@@ -240,7 +283,7 @@ async fn closed_loop(server: &Process, requests: &[Arc<Vec<u8>>], seconds: f64) 
 
 /// Checks started at a fixed rate whatever the answers do. tokio's timer ticks every
 /// millisecond, so Checks leave in bursts of two; latency is measured from each one's departure.
-async fn open_loop(addr: &str, requests: &[Arc<Vec<u8>>], seconds: f64) -> Figures {
+async fn open_loop(addr: &str, calls: &[Call], seconds: f64) -> Samples {
     let channel = connect(addr).await;
     let total = (RATE as f64 * seconds) as u64;
     let errors = Arc::new(AtomicU64::new(0));
@@ -249,15 +292,14 @@ async fn open_loop(addr: &str, requests: &[Arc<Vec<u8>>], seconds: f64) -> Figur
     for i in 0..total {
         tokio::time::sleep_until(start + Duration::from_nanos(i * 1_000_000_000 / RATE)).await;
         let (channel, errors) = (channel.clone(), Arc::clone(&errors));
-        let request = Arc::clone(&requests[i as usize % requests.len()]);
+        let call = calls[i as usize % calls.len()].clone();
         let departed = Instant::now();
         tasks.push(tokio::spawn(async move {
-            match check(&channel, request).await {
-                Ok(_) => Some(departed.elapsed().as_micros() as u64),
-                Err(_) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
+            if answered(&channel, &call).await {
+                Some(departed.elapsed().as_micros() as u64)
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                None
             }
         }));
     }
@@ -266,11 +308,40 @@ async fn open_loop(addr: &str, requests: &[Arc<Vec<u8>>], seconds: f64) -> Figur
     if lag > Duration::from_millis(50) {
         println!("  (the sender fell {lag:?} behind the schedule)");
     }
-    let mut all = Vec::new();
+    let mut latencies = Vec::new();
     for task in tasks {
-        all.extend(task.await.unwrap());
+        latencies.extend(task.await.unwrap());
     }
-    percentiles(all, seconds, errors.load(Ordering::Relaxed))
+    Samples {
+        latencies,
+        seconds,
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// Open-loop latencies of one server, pooled over rounds.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<u64>,
+    seconds: f64,
+    errors: u64,
+}
+
+impl Samples {
+    fn add(&mut self, more: Samples) {
+        self.latencies.extend(more.latencies);
+        self.seconds += more.seconds;
+        self.errors += more.errors;
+    }
+
+    fn figures(self) -> Figures {
+        percentiles(self.latencies, self.seconds, self.errors)
+    }
+}
+
+fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn median(mut rounds: Vec<Figures>) -> Figures {
@@ -309,7 +380,7 @@ async fn main() {
         .position(|a| a == "--seconds")
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
+        .unwrap_or(3.0);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(cargo)
         .current_dir(root())
@@ -356,12 +427,10 @@ async fn main() {
         .collect();
 
     println!(
-        "mcp-authz load benchmark: {STREAMS} concurrent streams (closed loop) and {RATE} req/s (open loop), {seconds} s each, {} cores",
+        "mcp-authz load benchmark: {STREAMS} concurrent streams (closed loop) and {RATE} req/s (open loop), {ROUNDS} rounds of {seconds} s per server, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    // Closed loop: the three servers in turn, three rounds, the median round of each reported,
-    // so drift on a shared machine hits all three alike.
     let floor = spawn_floor();
     connect(&floor.addr).await;
     let (small, _) = spawn_authz(&small_dir, &[], Stdio::null());
@@ -369,45 +438,6 @@ async fn main() {
     let (large, started) = spawn_authz(&large_dir, &[], Stdio::null());
     let serving = until_serving(&large.addr, &large_requests[0]).await;
     let start_to_serving = serving - started;
-    let mut rounds: [Vec<Figures>; 3] = Default::default();
-    for _ in 0..3 {
-        rounds[0].push(closed_loop(&floor, &small_requests, seconds).await);
-        rounds[1].push(closed_loop(&small, &small_requests, seconds).await);
-        rounds[2].push(closed_loop(&large, &large_requests, seconds).await);
-    }
-    let [floor_closed, small_closed, large_closed] = rounds.map(median);
-    header(
-        "closed loop, 16 streams (median of 3 interleaved rounds; CPU per Check)",
-        true,
-    );
-    row(
-        "floor (answers OK, no policy work)",
-        &floor_closed,
-        floor.peak_rss_mib(),
-    );
-    row(
-        "mcp-authz, conformance policies",
-        &small_closed,
-        small.peak_rss_mib(),
-    );
-    row(
-        "mcp-authz, 10,000 grants",
-        &large_closed,
-        large.peak_rss_mib(),
-    );
-
-    header(&format!("open loop, {RATE} req/s"), false);
-    let floor_open = open_loop(&floor.addr, &small_requests, seconds).await;
-    row("floor", &floor_open, floor.peak_rss_mib());
-    let small_open = open_loop(&small.addr, &small_requests, seconds).await;
-    row(
-        "mcp-authz, conformance policies",
-        &small_open,
-        small.peak_rss_mib(),
-    );
-    let large_open = open_loop(&large.addr, &large_requests, seconds).await;
-    let large_rss = large.peak_rss_mib();
-    row("mcp-authz, 10,000 grants", &large_open, large_rss);
     let dead = free_addr();
     let (dead_otlp, _) = spawn_authz(
         &small_dir,
@@ -415,12 +445,60 @@ async fn main() {
         Stdio::null(),
     );
     until_serving(&dead_otlp.addr, &small_requests[0]).await;
-    let dead_open = open_loop(&dead_otlp.addr, &small_requests, seconds).await;
-    row(
-        "mcp-authz, OTLP endpoint on a dead port",
-        &dead_open,
-        dead_otlp.peak_rss_mib(),
+    let servers = [
+        (&floor, calls(&floor.addr, &small_requests).await),
+        (&small, calls(&small.addr, &small_requests).await),
+        (&large, calls(&large.addr, &large_requests).await),
+        (&dead_otlp, calls(&dead_otlp.addr, &small_requests).await),
+    ];
+
+    // Rounds in which every server runs in turn: drift on a shared machine hits all alike, and
+    // each ratio is taken within a round.
+    let mut closed: [Vec<Figures>; 3] = Default::default();
+    let mut open: [Samples; 4] = Default::default();
+    for _ in 0..ROUNDS {
+        for (i, (server, calls)) in servers.iter().take(3).enumerate() {
+            closed[i].push(closed_loop(server, calls, seconds).await);
+        }
+        for (i, (server, calls)) in servers.iter().enumerate() {
+            open[i].add(open_loop(&server.addr, calls, seconds).await);
+        }
+    }
+    let ratios = |a: usize, b: usize| {
+        median_of(
+            closed[a]
+                .iter()
+                .zip(&closed[b])
+                .map(|(a, b)| a.rps / b.rps)
+                .collect(),
+        )
+    };
+    let (vs_floor, large_vs_small) = (ratios(1, 0), ratios(2, 1));
+    let [floor_closed, small_closed, large_closed] = closed.map(median);
+    header(
+        &format!("closed loop, {STREAMS} streams (median round of {ROUNDS}; CPU per Check)"),
+        true,
     );
+    let names = [
+        "floor (answers OK, no policy work)",
+        "mcp-authz, conformance policies",
+        "mcp-authz, 10,000 grants",
+        "mcp-authz, OTLP endpoint on a dead port",
+    ];
+    for (i, figures) in [floor_closed, small_closed, large_closed]
+        .iter()
+        .enumerate()
+    {
+        row(names[i], figures, servers[i].0.peak_rss_mib());
+    }
+    header(&format!("open loop, {RATE} req/s (all rounds)"), false);
+    let open = open.map(Samples::figures);
+    for (i, figures) in open.iter().enumerate() {
+        row(names[i], figures, servers[i].0.peak_rss_mib());
+    }
+    let large_rss = large.peak_rss_mib();
+    let (small_open, dead_open) = (open[1], open[3]);
+    drop(servers);
     drop((floor, small, dead_otlp));
 
     // Reload of the 10,000-grant set, timed by the service itself.
@@ -458,17 +536,13 @@ async fn main() {
     println!("\nratios and targets");
     let ratio = |a: f64, b: f64| a / b;
     println!(
-        "throughput mcp-authz / floor (16 streams):   {:.2}  (target >= 0.90)",
-        ratio(small_closed.rps, floor_closed.rps)
+        "throughput mcp-authz / floor (16 streams):   {vs_floor:.2}  (target >= 0.90; median of the rounds' ratios)"
     );
     println!(
         "p99 at {RATE} req/s, conformance policies:    {:.3} ms  (target <= 1 ms)",
         small_open.p99
     );
-    println!(
-        "throughput 10,000 grants / conformance:      {:.2}  (target >= 0.80)",
-        ratio(large_closed.rps, small_closed.rps)
-    );
+    println!("throughput 10,000 grants / conformance:      {large_vs_small:.2}  (target >= 0.80)");
     println!(
         "10,000 grants: start to SERVING {:.0} ms, reload {reload_ms:.0} ms (targets <= 1000 ms)",
         start_to_serving.as_secs_f64() * 1000.0

@@ -1,14 +1,14 @@
 //! A raw ext_authz client shared by the tests and the load benchmark: CheckRequest bytes are
-//! sent exactly as given, answers decoded with the generated types.
+//! sent exactly as given, answers decoded with the generated types (or left as bytes).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 
-use bytes::BufMut;
+use bytes::{Buf, BufMut, Bytes};
 use mcp_authz::proto::auth::{AttributeContext, CheckRequest, CheckResponse, attribute_context};
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
 /// Sends already-encoded CheckRequest bytes with gRPC metadata (e.g. Envoy's `traceparent`).
@@ -17,6 +17,34 @@ pub async fn check_bytes<B: AsRef<[u8]> + Send + Sync + 'static>(
     request: B,
     metadata: &[(&'static str, &str)],
 ) -> Result<CheckResponse, Status> {
+    call(
+        channel,
+        request,
+        metadata,
+        tonic_prost::ProstDecoder::default(),
+    )
+    .await
+}
+
+/// Sends already-encoded CheckRequest bytes; the answer comes back as sent, undecoded.
+pub async fn check_undecoded<B: AsRef<[u8]> + Send + Sync + 'static>(
+    channel: &Channel,
+    request: B,
+) -> Result<Bytes, Status> {
+    call(channel, request, &[], Undecoded).await
+}
+
+async fn call<B, D>(
+    channel: &Channel,
+    request: B,
+    metadata: &[(&'static str, &str)],
+    decoder: D,
+) -> Result<D::Item, Status>
+where
+    B: AsRef<[u8]> + Send + Sync + 'static,
+    D: Decoder<Error = Status> + Clone + Send + 'static,
+    D::Item: Send + Sync + 'static,
+{
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready()
         .await
@@ -26,7 +54,11 @@ pub async fn check_bytes<B: AsRef<[u8]> + Send + Sync + 'static>(
     for (key, value) in metadata {
         request.metadata_mut().insert(*key, value.parse().unwrap());
     }
-    grpc.unary(request, path, RawCodec::default())
+    let codec = RawCodec {
+        decoder,
+        request: std::marker::PhantomData,
+    };
+    grpc.unary(request, path, codec)
         .await
         .map(tonic::Response::into_inner)
 }
@@ -68,26 +100,42 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-pub struct RawCodec<B>(std::marker::PhantomData<B>);
-
-impl<B> Default for RawCodec<B> {
-    fn default() -> Self {
-        RawCodec(std::marker::PhantomData)
-    }
+/// Sends the given bytes as the message; decodes answers with `decoder`.
+pub struct RawCodec<B, D> {
+    decoder: D,
+    request: std::marker::PhantomData<B>,
 }
 
-impl<B: AsRef<[u8]> + Send + Sync + 'static> Codec for RawCodec<B> {
+impl<B, D> Codec for RawCodec<B, D>
+where
+    B: AsRef<[u8]> + Send + Sync + 'static,
+    D: Decoder<Error = Status> + Clone + Send + 'static,
+    D::Item: Send + Sync + 'static,
+{
     type Encode = B;
-    type Decode = CheckResponse;
+    type Decode = D::Item;
     type Encoder = RawEncoder<B>;
-    type Decoder = tonic_prost::ProstDecoder<CheckResponse>;
+    type Decoder = D;
 
     fn encoder(&mut self) -> Self::Encoder {
         RawEncoder(std::marker::PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
+        self.decoder.clone()
+    }
+}
+
+/// Leaves an answer as its bytes.
+#[derive(Clone, Copy)]
+pub struct Undecoded;
+
+impl Decoder for Undecoded {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }
 
