@@ -109,10 +109,12 @@ fn whole_check(c: &mut Criterion) {
                 let started = std::time::SystemTime::now();
                 let request = CheckRequest::decode(black_box(bytes.as_slice())).unwrap();
                 let input = Input::from_proto(&request);
-                let decision = authorize(Some(&snapshot), &input, &options, Timestamp::now());
+                let now = Timestamp::from_system(started);
+                let decision = authorize(Some(&snapshot), &input, &options, now);
                 let answer = response::check_response(&decision);
+                let ended = std::time::SystemTime::now();
                 metrics.record_check(&decision, 1e-5);
-                let record = AuditRecord::new(started, None, &input, &decision);
+                let record = AuditRecord::new([started, ended], None, &input, &decision);
                 out.clear();
                 answer.encode(&mut out).unwrap();
                 black_box(record);

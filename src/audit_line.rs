@@ -29,7 +29,8 @@ pub fn write(record: &AuditRecord, format: LineFormat, out: &mut Vec<u8>) {
         if record.would_deny { "true" } else { "false" },
     );
     line.string("mode", record.mode.as_str());
-    line.raw("status_code", &record.status_code.to_string());
+    line.name("status_code");
+    let _ = write!(line.out, "{}", record.status_code);
     if let Some(server) = &record.server {
         line.string("server", &server.full);
     }
@@ -192,8 +193,8 @@ mod tests {
         };
         let now = Timestamp::parse_rfc3339("2026-11-26T12:55:45.827225Z").unwrap();
         let decision = authorize(Some(&snapshot), &input, &Options::default(), now);
-        let mut record = AuditRecord::new(SystemTime::UNIX_EPOCH, None, &input, &decision);
-        record.ended = SystemTime::UNIX_EPOCH + Duration::from_nanos(now.unix_nanos() as u64);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(now.unix_nanos() as u64);
+        let record = AuditRecord::new([at; 2], None, &input, &decision);
         let mut out = Vec::new();
         write(&record, format, &mut out);
         String::from_utf8(out).unwrap()

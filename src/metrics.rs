@@ -10,7 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::decision::Decision;
-use crate::policy::Snapshot;
+use crate::policy::{Snapshot, Text};
 
 /// Check latency buckets, 10 µs to 100 ms.
 pub const DURATION_BUCKETS: [f64; 13] = [
@@ -18,9 +18,11 @@ pub const DURATION_BUCKETS: [f64; 13] = [
     0.05, 0.1,
 ];
 
+/// Server and grant labels are the policy's shared `namespace/name` (`""` when unknown), so
+/// counting a Check copies no text.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
-    server: String,
+    server: Option<Text>,
     decision: &'static str,
     reason: &'static str,
     mode: &'static str,
@@ -28,8 +30,8 @@ struct DecisionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WouldDenyLabels {
-    server: String,
-    grant: String,
+    server: Option<Text>,
+    grant: Option<Text>,
     reason: &'static str,
 }
 
@@ -132,14 +134,14 @@ impl Metrics {
 
     /// Counts one Check from its decision.
     pub fn record_check(&self, decision: &Decision, seconds: f64) {
-        let server = decision.server_key().unwrap_or_default().to_string();
+        let server = decision.server.map(|s| Text::clone(&s.server.key.full));
         let applied = decision.applied().as_str();
         let reason = decision.reason.as_str();
         if decision.would_deny {
             self.would_deny
                 .get_or_create(&WouldDenyLabels {
                     server: server.clone(),
-                    grant: decision.grant_key().unwrap_or_default().to_string(),
+                    grant: decision.grant.map(|g| Text::clone(&g.grant.key.full)),
                     reason,
                 })
                 .inc();

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -55,7 +55,9 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let (started, timer) = (SystemTime::now(), Instant::now());
+        // Two clock reads per Check: the decision's time and the span's ends, whose difference
+        // is also the duration metric (a wall-clock step during a Check skews one sample).
+        let started = SystemTime::now();
         let context = &self.context;
         let snapshot = context.store.current();
         let traceparent = request
@@ -69,15 +71,17 @@ impl Authorization for AuthzService {
             snapshot.as_deref(),
             &input,
             &context.options,
-            Timestamp::now(),
+            Timestamp::from_system(started),
         );
         let response = check_response(&decision);
-        context
-            .metrics
-            .record_check(&decision, timer.elapsed().as_secs_f64());
+        let ended = SystemTime::now();
+        let seconds = ended
+            .duration_since(started)
+            .map_or(0.0, |d| d.as_secs_f64());
+        context.metrics.record_check(&decision, seconds);
         context
             .audit
-            .record(started, traceparent.as_deref(), &input, &decision);
+            .record([started, ended], traceparent.as_deref(), &input, &decision);
         Ok(Response::new(response))
     }
 }

@@ -6,7 +6,9 @@
 //! full (a slow or dead collector) the record is dropped and counted, so the collector can never
 //! slow a Check down.
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -31,7 +33,10 @@ pub const SPAN_NAME: &str = "mcp.authz.check";
 /// Spans waiting for export; beyond this they are dropped and counted.
 pub const QUEUE_CAPACITY: usize = 8192;
 const MAX_BATCH: usize = 512;
-const BATCH_WAIT: Duration = Duration::from_millis(200);
+/// Records that probe a collector after a failed export.
+const PROBE: usize = 64;
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(8);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How often the workers look at the queue.
@@ -199,8 +204,9 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// The record of `decision` on `input`, with the times the Check started and ended.
     pub fn new(
-        started: SystemTime,
+        [started, ended]: [SystemTime; 2],
         grpc_traceparent: Option<&str>,
         input: &CheckInput,
         decision: &Decision,
@@ -209,7 +215,7 @@ impl AuditRecord {
         let caller = &decision.caller;
         AuditRecord {
             started,
-            ended: SystemTime::now(),
+            ended,
             parent: parent_context(grpc_traceparent, input, decision),
             decision: decision.applied(),
             reason: decision.reason,
@@ -347,8 +353,7 @@ impl AuditRecord {
 /// Where audit records go: a bounded queue in front of a background worker.
 #[derive(Clone)]
 pub struct Audit {
-    /// `None` asks the worker to finish.
-    queue: SyncSender<Option<AuditRecord>>,
+    queue: SyncSender<AuditRecord>,
     /// Records dropped because the queue was full (`mcp_authz_spans_dropped_total`).
     dropped: Counter,
 }
@@ -368,56 +373,57 @@ impl Audit {
     /// batch by batch; drops are counted in `dropped`.
     pub fn start_log(dropped: Counter, output: Output, format: LineFormat) -> (Audit, AuditWorker) {
         let (queue, records) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
-        let reporter = Reporter::new(dropped.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reporter, stopping) = (Reporter::new(dropped.clone()), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
             .name("audit-log".into())
-            .spawn(move || log_worker(&records, &output, format, reporter))
+            .spawn(move || log_worker(&records, &stopping, &output, format, reporter))
             .ok();
-        let audit = Audit {
-            queue: queue.clone(),
-            dropped,
-        };
-        (audit, AuditWorker { queue, thread })
+        (Audit { queue, dropped }, AuditWorker { stop, thread })
     }
 
     /// Records one Check. Never blocks, never formats and never wakes the worker: the worker
     /// polls the queue.
     pub fn record(
         &self,
-        started: SystemTime,
+        times: [SystemTime; 2],
         grpc_traceparent: Option<&str>,
         input: &CheckInput,
         decision: &Decision,
     ) {
-        let record = AuditRecord::new(started, grpc_traceparent, input, decision);
-        if self.queue.try_send(Some(record)).is_err() {
+        let record = AuditRecord::new(times, grpc_traceparent, input, decision);
+        if self.queue.try_send(record).is_err() {
             self.dropped.inc();
         }
     }
 }
 
-/// Moves what is queued into `batch`; true once the queue is told to finish or closed.
-fn drain(queue: &Receiver<Option<AuditRecord>>, batch: &mut Vec<AuditRecord>) -> bool {
-    loop {
+/// Moves up to `limit` queued records into `batch`; true once every `Audit` is gone.
+fn drain(queue: &Receiver<AuditRecord>, batch: &mut Vec<AuditRecord>, limit: usize) -> bool {
+    while batch.len() < limit {
         match queue.try_recv() {
-            Ok(Some(record)) => batch.push(record),
-            Ok(None) | Err(TryRecvError::Disconnected) => return true,
+            Ok(record) => batch.push(record),
             Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
         }
     }
+    false
 }
 
 /// Writes queued records in batches, waking every [`POLL`] rather than once per record: on a
 /// busy two-core machine a wake-up per Check costs more than the line itself.
 fn log_worker(
-    queue: &Receiver<Option<AuditRecord>>,
+    queue: &Receiver<AuditRecord>,
+    stop: &AtomicBool,
     output: &Output,
     format: LineFormat,
     mut reporter: Reporter,
 ) {
     let (mut batch, mut text) = (Vec::new(), Vec::with_capacity(64 * 1024));
     loop {
-        let stopping = drain(queue, &mut batch);
+        // Read before draining: every record sent before the stop is in the queue.
+        let stopping = stop.load(Ordering::Acquire);
+        let closed = drain(queue, &mut batch, usize::MAX);
         // Audit lines are info events of their own target, so RUST_LOG=warn silences them.
         if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
             for record in &batch {
@@ -427,8 +433,8 @@ fn log_worker(
             text.clear();
         }
         batch.clear();
-        reporter.report(stopping);
-        if stopping {
+        reporter.report(stopping || closed);
+        if stopping || closed {
             return;
         }
         std::thread::sleep(POLL);
@@ -535,7 +541,7 @@ impl ExportConfig {
 
 /// The audit worker; `shutdown` writes or exports what is queued and waits for it.
 pub struct AuditWorker {
-    queue: SyncSender<Option<AuditRecord>>,
+    stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -545,8 +551,10 @@ impl AuditWorker {
     /// `dropped`.
     pub fn start(config: &ExportConfig, dropped: Counter) -> Result<(Audit, AuditWorker), String> {
         let (queue, records) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (config, reporter) = (config.clone(), Reporter::new(dropped.clone()));
+        let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("audit-export".into())
             .spawn(move || {
@@ -564,7 +572,7 @@ impl AuditWorker {
                     match build_exporter(&config) {
                         Ok(exporter) => {
                             let _ = ready_tx.send(Ok(()));
-                            export_loop(records, exporter, reporter).await;
+                            export_loop(&records, &stopping, &exporter, reporter).await;
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -576,26 +584,18 @@ impl AuditWorker {
         ready_rx
             .recv()
             .map_err(|_| "the export thread ended before it started".to_string())??;
-        let audit = Audit {
-            queue: queue.clone(),
-            dropped,
+        let worker = AuditWorker {
+            stop,
+            thread: Some(thread),
         };
-        Ok((
-            audit,
-            AuditWorker {
-                queue,
-                thread: Some(thread),
-            },
-        ))
+        Ok((Audit { queue, dropped }, worker))
     }
 
-    /// Exports or writes what is queued, then stops.
+    /// Exports or writes what is queued (call it once no Check is left), then stops.
     pub async fn shutdown(self, timeout: Duration) {
-        let AuditWorker { queue, thread } = self;
-        let join = tokio::task::spawn_blocking(move || {
-            let _ = queue.send(None);
-            thread.map(std::thread::JoinHandle::join)
-        });
+        self.stop.store(true, Ordering::Release);
+        let thread = self.thread;
+        let join = tokio::task::spawn_blocking(move || thread.map(std::thread::JoinHandle::join));
         if tokio::time::timeout(timeout, join).await.is_err() {
             tracing::warn!("audit records not flushed within {timeout:?}");
         }
@@ -626,43 +626,78 @@ fn build_exporter(config: &ExportConfig) -> Result<opentelemetry_otlp::SpanExpor
     Ok(exporter)
 }
 
-/// Exports queued records in batches of up to [`MAX_BATCH`], each within [`BATCH_WAIT`] of its
-/// oldest record, polling the queue every [`POLL`].
+/// Exports what is queued every [`POLL`], in batches of up to [`MAX_BATCH`].
+///
+/// After a failed export the queue is left alone: records wait there (what does not fit is
+/// dropped and counted) while one small batch probes the collector after a pause that doubles
+/// from [`RETRY_MIN`] to [`RETRY_MAX`]. A dead collector thus costs no CPU beyond the probes.
 async fn export_loop(
-    queue: Receiver<Option<AuditRecord>>,
-    exporter: opentelemetry_otlp::SpanExporter,
+    queue: &Receiver<AuditRecord>,
+    stop: &AtomicBool,
+    exporter: &opentelemetry_otlp::SpanExporter,
     mut reporter: Reporter,
 ) {
     let ids = RandomIdGenerator::default();
     let mut batch = Vec::new();
-    let mut oldest = None;
+    // After a failure: when to probe again, and the pause taken.
+    let mut retry: Option<(Instant, Duration)> = None;
     loop {
-        let stopping = drain(&queue, &mut batch);
-        if batch.is_empty() {
-            oldest = None;
-        } else {
-            oldest.get_or_insert_with(tokio::time::Instant::now);
-        }
-        let waited = oldest.is_some_and(|t| t.elapsed() >= BATCH_WAIT);
-        if stopping || batch.len() >= MAX_BATCH || waited {
-            while !batch.is_empty() {
-                let rest = batch.split_off(batch.len().min(MAX_BATCH));
-                let spans: Vec<SpanData> = batch.into_iter().map(|r| r.into_span(&ids)).collect();
-                let count = spans.len() as u64;
-                let outcome = tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await;
-                if !matches!(outcome, Ok(Ok(()))) {
-                    reporter.failures += count;
+        let stopping = stop.load(Ordering::Acquire);
+        if stopping || retry.is_none_or(|(at, _)| Instant::now() >= at) {
+            let probing = retry.is_some() && !stopping;
+            let closed = drain(queue, &mut batch, if probing { PROBE } else { usize::MAX });
+            if !batch.is_empty() {
+                match export(exporter, &ids, &mut batch, &mut reporter).await {
+                    Ok(()) => {
+                        if retry.take().is_some() {
+                            tracing::info!("exporting audit spans again");
+                        }
+                    }
+                    Err(e) => {
+                        let pause = retry.map_or(RETRY_MIN, |(_, p)| (p * 2).min(RETRY_MAX));
+                        if retry.is_none() {
+                            tracing::warn!(
+                                error = %e,
+                                "cannot export audit spans: records wait in the queue, and what does not fit is dropped, until the collector answers"
+                            );
+                        }
+                        retry = Some((Instant::now() + pause, pause));
+                    }
                 }
-                batch = rest;
             }
-            oldest = None;
+            if stopping || closed {
+                reporter.report(true);
+                return;
+            }
         }
-        reporter.report(stopping);
-        if stopping {
-            return;
-        }
+        reporter.report(false);
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Exports `batch` as spans, [`MAX_BATCH`] at a time; after a failure the rest is not tried.
+/// Spans not exported are counted in `reporter`.
+async fn export(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    ids: &RandomIdGenerator,
+    batch: &mut Vec<AuditRecord>,
+    reporter: &mut Reporter,
+) -> Result<(), String> {
+    while !batch.is_empty() {
+        let rest = batch.split_off(batch.len().min(MAX_BATCH));
+        let records = std::mem::replace(batch, rest);
+        let spans: Vec<SpanData> = records.into_iter().map(|r| r.into_span(ids)).collect();
+        let count = spans.len() as u64;
+        let failure = match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {EXPORT_TIMEOUT:?}"),
+        };
+        reporter.failures += count + batch.len() as u64;
+        batch.clear();
+        return Err(failure);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -714,7 +749,7 @@ mod tests {
         );
         let input = CheckInput::default();
         for _ in 0..5 {
-            audit.record(SystemTime::now(), None, &input, &decision);
+            audit.record([SystemTime::now(); 2], None, &input, &decision);
         }
         assert_eq!(audit.dropped.get(), 3);
     }
