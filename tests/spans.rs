@@ -67,6 +67,10 @@ impl TraceService for GrpcCollector {
 async fn grpc_collector() -> (String, Spans) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    (format!("http://{addr}"), grpc_collector_on(listener))
+}
+
+fn grpc_collector_on(listener: tokio::net::TcpListener) -> Spans {
     let spans = Spans::default();
     let service = TraceServiceServer::new(GrpcCollector(Arc::clone(&spans)));
     tokio::spawn(
@@ -74,7 +78,7 @@ async fn grpc_collector() -> (String, Spans) {
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    (format!("http://{addr}"), spans)
+    spans
 }
 
 /// A minimal OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body, keep-alive.
@@ -467,6 +471,35 @@ async fn a_dead_collector_changes_nothing_for_callers() {
         "{:?}",
         server.log.lock().unwrap()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_wait_for_a_collector_that_comes_up_late() {
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--otlp-endpoint", &format!("http://{addr}")],
+    );
+    let channel = server.channel().await;
+    let check = async || {
+        let response = check_raw(&channel, vector("04-echo-allowed.bin"))
+            .await
+            .unwrap();
+        assert_eq!(common::metadata_str(&response, "decision"), Some("allow"));
+    };
+    // The first export fails: its record is counted as lost and the worker backs off.
+    check().await;
+    assert!(server.wait_log("cannot export audit spans", 1, Duration::from_secs(5)));
+    // Records made while the collector is down wait in the queue...
+    for _ in 0..100 {
+        check().await;
+    }
+    // ...and reach it once it answers a probe.
+    let spans = grpc_collector_on(tokio::net::TcpListener::bind(addr).await.unwrap());
+    assert_eq!(wait_spans(&spans, 100).await.len(), 100);
+    assert!(server.wait_log("exporting audit spans again", 1, Duration::from_secs(5)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
