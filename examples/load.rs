@@ -30,7 +30,7 @@ use tonic::transport::Channel;
 const STREAMS: usize = 16;
 const RATE: u64 = 2000;
 /// Closed-loop rounds; in each, the servers run one after the other.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
