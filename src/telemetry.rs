@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{
@@ -20,7 +21,6 @@ use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter, SpanLinks,
 };
 use prometheus_client::metrics::counter::Counter;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 use crate::audit_line::{self, LineFormat};
 use crate::decision::{Decision, Reason, ToolFacts, TrustFigures, Verdict};
@@ -149,18 +149,23 @@ pub enum RequestText {
     Path,
 }
 
+impl RequestText {
+    const COUNT: usize = 9;
+}
+
 /// [`RequestText`]s in one buffer: one allocation per Check whatever the request carries.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct RequestTexts {
     text: String,
-    ranges: [Option<(u32, u32)>; 9],
+    ranges: [Option<(u32, u32)>; RequestText::COUNT],
 }
 
 impl RequestTexts {
-    fn new(values: [Option<&str>; 9]) -> Self {
+    /// `values` in the order of [`RequestText`].
+    fn new(values: [Option<&str>; RequestText::COUNT]) -> Self {
         let mut texts = RequestTexts {
             text: String::with_capacity(values.iter().flatten().map(|v| v.len()).sum()),
-            ranges: [None; 9],
+            ranges: [None; RequestText::COUNT],
         };
         for (range, value) in texts.ranges.iter_mut().zip(values) {
             if let Some(value) = value {
@@ -429,8 +434,10 @@ fn log_worker(
             for record in &batch {
                 audit_line::write(record, format, &mut text);
             }
-            output.write_all(&text);
-            text.clear();
+            if !text.is_empty() {
+                output.write_all(&text);
+                text.clear();
+            }
         }
         batch.clear();
         reporter.report(stopping || closed);
@@ -447,7 +454,7 @@ struct Reporter {
     dropped: Counter,
     reported_drops: u64,
     failures: u64,
-    last: std::time::Instant,
+    last: Instant,
 }
 
 impl Reporter {
@@ -456,7 +463,7 @@ impl Reporter {
             dropped,
             reported_drops: 0,
             failures: 0,
-            last: std::time::Instant::now(),
+            last: Instant::now(),
         }
     }
 
@@ -477,7 +484,7 @@ impl Reporter {
             tracing::warn!(spans = self.failures, "audit spans could not be exported");
             self.failures = 0;
         }
-        self.last = std::time::Instant::now();
+        self.last = Instant::now();
     }
 }
 
