@@ -325,11 +325,13 @@ proptest! {
         }
     }
 
-    /// Disabling or expiring a grant never widens access. Three exceptions are the contract's
-    /// own and are left out here: a grant carrying a deny rule (its rule goes with it), a server
-    /// with `defaultDecision: allow` (no grant left means allowed), and the all-monitor-grants
-    /// rule (removing a caller's last enforce grant leaves only monitor grants, whose denials
-    /// are let through).
+    /// Disabling or expiring a grant never widens access. Four exceptions are the contract's
+    /// own and are left out here: a grant carrying a deny rule (its rule goes with it), a grant
+    /// whose allow rule raises the tool's required trust (step 8: the required trust is the
+    /// highest of the contributing rules', so it falls with the grant), a server with
+    /// `defaultDecision: allow` (no grant left means allowed), and the all-monitor-grants rule
+    /// (removing a caller's last enforce grant leaves only monitor grants, whose denials are let
+    /// through).
     #[test]
     fn disabling_or_expiring_a_grant_never_widens_access(
         p in policy(false),
@@ -342,7 +344,8 @@ proptest! {
         let mut p = p;
         p.default_allow = false;
         let index = target % p.grants.len();
-        prop_assume!(p.grants[index].rules.iter().all(|r| !r.1));
+        let raises = |r: &(usize, bool, usize)| r.0 == tool && r.2 > p.tools[tool].0;
+        prop_assume!(p.grants[index].rules.iter().all(|r| !r.1 && !raises(r)));
         let before = decide(&p.snapshot(), agent, human, &call(tool, 1));
         let mut narrowed = p.clone();
         if expire {
