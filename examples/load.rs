@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mcp_authz::proto::auth::CheckResponse;
 use prost::Message;
 use tonic::transport::Channel;
@@ -36,55 +37,46 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-async fn check(channel: &Channel, request: Arc<Vec<u8>>) -> Result<CheckResponse, tonic::Status> {
-    client::check_bytes(channel, ArcBytes(request), &[]).await
-}
-
 /// One request to a server and the answer it gives, as bytes.
 #[derive(Clone)]
 struct Call {
-    request: Arc<Vec<u8>>,
-    answer: bytes::Bytes,
+    request: Bytes,
+    answer: Bytes,
 }
 
 /// The calls of `requests` on the server at `addr`: each answer decoded once and checked to be
 /// a decision (not `policy_unavailable`), then kept as bytes.
-async fn calls(addr: &str, requests: &[Arc<Vec<u8>>]) -> Vec<Call> {
+async fn calls(addr: &str, requests: &[Bytes]) -> Vec<Call> {
     let channel = connect(addr).await;
     let mut out = Vec::new();
     for request in requests {
-        let answer = client::check_undecoded(&channel, ArcBytes(Arc::clone(request)))
+        let answer = client::check_undecoded(&channel, request.clone())
             .await
             .expect("an answer");
         let decoded = CheckResponse::decode(answer.clone()).expect("a CheckResponse");
-        let code = decoded.status.map(|s| s.code);
-        assert!(code.is_some_and(|c| c != 14), "no decision from {addr}");
+        assert!(decided(&decoded), "no decision from {addr}");
         out.push(Call {
-            request: Arc::clone(request),
+            request: request.clone(),
             answer,
         });
     }
     out
 }
 
+/// An answer from a loaded policy: not 14 UNAVAILABLE (`policy_unavailable`).
+fn decided(answer: &CheckResponse) -> bool {
+    answer.status.as_ref().is_some_and(|s| s.code != 14)
+}
+
 /// Sends `call`'s request; true when the answer is the expected one.
 async fn answered(channel: &Channel, call: &Call) -> bool {
-    let request = ArcBytes(Arc::clone(&call.request));
-    client::check_undecoded(channel, request)
+    client::check_undecoded(channel, call.request.clone())
         .await
         .is_ok_and(|answer| answer == call.answer)
 }
 
-/// Shares one encoded request between many Checks.
-struct ArcBytes(Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for ArcBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-fn request(path: &str, headers: &[(&str, &str)], tool: &str) -> Arc<Vec<u8>> {
+/// An encoded CheckRequest, shared by reference count between many Checks.
+fn request(path: &str, headers: &[(&str, &str)], tool: &str) -> Bytes {
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":"hello"}}}}}}"#
     );
@@ -101,7 +93,7 @@ fn request(path: &str, headers: &[(&str, &str)], tool: &str) -> Arc<Vec<u8>> {
             "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
         ),
     ]);
-    Arc::new(client::encode_request("POST", path, all, body.as_bytes()))
+    client::encode_request("POST", path, all, body.as_bytes()).into()
 }
 
 /// A server process under test.
@@ -166,11 +158,11 @@ async fn connect(addr: &str) -> Channel {
 }
 
 /// Waits until a Check is answered from a loaded policy (not 503); returns when.
-async fn until_serving(addr: &str, probe: &Arc<Vec<u8>>) -> Instant {
+async fn until_serving(addr: &str, probe: &Bytes) -> Instant {
     let channel = connect(addr).await;
     loop {
-        if let Ok(r) = check(&channel, Arc::clone(probe)).await
-            && r.status.as_ref().is_some_and(|s| s.code != 14)
+        if let Ok(r) = client::check_bytes(&channel, probe.clone(), &[]).await
+            && decided(&r)
         {
             return Instant::now();
         }
