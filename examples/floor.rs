@@ -7,23 +7,19 @@
 use mcp_authz::proto::auth::authorization_server::{Authorization, AuthorizationServer};
 use mcp_authz::proto::auth::{CheckRequest, CheckResponse, OkHttpResponse, check_response};
 use mcp_authz::proto::rpc::Status;
+use mcp_authz::response::EncodedResponse;
 use tonic::{Request, Response};
 
-struct Floor;
+/// Answers every Check with the same encoded OK.
+struct Floor(EncodedResponse);
 
 #[tonic::async_trait]
 impl Authorization for Floor {
     async fn check(
         &self,
         _: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, tonic::Status> {
-        Ok(Response::new(CheckResponse {
-            status: Some(Status::default()),
-            http_response: Some(check_response::HttpResponse::OkResponse(
-                OkHttpResponse::default(),
-            )),
-            dynamic_metadata: None,
-        }))
+    ) -> Result<Response<EncodedResponse>, tonic::Status> {
+        Ok(Response::new(self.0.clone()))
     }
 }
 
@@ -37,8 +33,15 @@ async fn main() {
         .map_or("127.0.0.1:9292", String::as_str);
     let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
     eprintln!("floor listening on {}", listener.local_addr().unwrap());
+    let ok = EncodedResponse::from_message(&CheckResponse {
+        status: Some(Status::default()),
+        http_response: Some(check_response::HttpResponse::OkResponse(
+            OkHttpResponse::default(),
+        )),
+        dynamic_metadata: None,
+    });
     tonic::transport::Server::builder()
-        .add_service(AuthorizationServer::new(Floor).max_decoding_message_size(16 << 20))
+        .add_service(AuthorizationServer::new(Floor(ok)).max_decoding_message_size(16 << 20))
         .serve_with_incoming(mcp_authz::service::incoming(listener))
         .await
         .expect("serve");

@@ -1,12 +1,17 @@
-//! The gRPC codec: prost's, except that a message that cannot be decoded is INVALID_ARGUMENT
-//! (SPEC §3), which Envoy handles by its `failure_mode_allow`, rather than prost's INTERNAL.
+//! The gRPC codecs: prost's, except that a message that cannot be decoded is INVALID_ARGUMENT
+//! (SPEC §3), which Envoy handles by its `failure_mode_allow`, rather than prost's INTERNAL;
+//! and the Check server's, whose answers are already wire bytes ([`EncodedResponse`]).
 
 use std::marker::PhantomData;
 
+use bytes::BufMut;
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{BufferSettings, DecodeBuf};
+use tonic::codec::{BufferSettings, DecodeBuf, EncodeBuf};
 use tonic_prost::{ProstDecoder, ProstEncoder};
+
+use crate::proto::auth::CheckRequest;
+use crate::response::EncodedResponse;
 
 #[derive(Debug, Clone)]
 pub struct Codec<T, U>(PhantomData<(T, U)>);
@@ -51,5 +56,37 @@ impl<U: Message + Default> tonic::codec::Decoder for Decoder<U> {
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
+    }
+}
+
+/// The Check server's codec: decodes a CheckRequest, sends an answer's bytes as they are.
+#[derive(Debug, Clone, Default)]
+pub struct CheckCodec;
+
+impl tonic::codec::Codec for CheckCodec {
+    type Encode = EncodedResponse;
+    type Decode = CheckRequest;
+    type Encoder = AnswerEncoder;
+    type Decoder = Decoder<CheckRequest>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        AnswerEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Decoder(ProstDecoder::default())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AnswerEncoder;
+
+impl tonic::codec::Encoder for AnswerEncoder {
+    type Item = EncodedResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: EncodedResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item.0);
+        Ok(())
     }
 }

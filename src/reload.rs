@@ -43,9 +43,10 @@ pub struct Reloaded {
 }
 
 impl PolicyStore {
-    /// The snapshot in force, `None` before the first successful load.
-    pub fn current(&self) -> Option<Arc<Snapshot>> {
-        self.current.load_full()
+    /// The snapshot in force, `None` before the first successful load. The guard keeps it alive
+    /// without touching its reference count (shared by every core) on the Check path.
+    pub fn current(&self) -> arc_swap::Guard<Option<Arc<Snapshot>>> {
+        self.current.load()
     }
 
     /// Loads, validates and compiles `dir` and swaps it in. On failure nothing changes.
@@ -154,7 +155,7 @@ fn settle(
             true
         }
         Err(e) => {
-            let kept = store.current().map(|s| s.revision.clone());
+            let kept = store.current().as_ref().map(|s| s.revision.clone());
             tracing::error!(
                 cause,
                 kept = kept.as_deref().unwrap_or("none"),

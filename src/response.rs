@@ -1,88 +1,212 @@
 //! Decision → CheckResponse (SPEC §3): status, headers, denied body, dynamic metadata.
+//!
+//! The answer is written straight to protobuf wire bytes: building prost's `CheckResponse`
+//! takes some twenty allocations (its `Struct` keys and values are owned `String`s in a
+//! `BTreeMap`), and an answer is written on every Check. The field numbers are those of
+//! `proto/`; [`EncodedResponse::to_message`] decodes an answer with the generated types, and the
+//! tests check that every answer decodes and re-encodes to the same bytes.
 
-use prost_types::value::Kind;
-use prost_types::{Struct, Value};
+use bytes::Bytes;
+use prost::Message;
 
 use crate::decision::{Decision, Reason, Verdict};
 use crate::policy::AuthMode;
-use crate::proto::auth::{CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response};
+use crate::proto::auth::CheckResponse;
 use crate::proto::core::header_value_option::HeaderAppendAction;
-use crate::proto::core::{HeaderValue, HeaderValueOption};
-use crate::proto::http::HttpStatus;
-use crate::proto::rpc::Status;
 
 pub const WOULD_DENY_HEADER: &str = "x-would-deny";
 pub const WOULD_DENY_REASON_HEADER: &str = "x-would-deny-reason";
 
 /// gRPC status codes used in `CheckResponse.status`.
-const OK: i32 = 0;
-const PERMISSION_DENIED: i32 = 7;
-const UNAVAILABLE: i32 = 14;
-const UNAUTHENTICATED: i32 = 16;
+const OK: u64 = 0;
+const PERMISSION_DENIED: u64 = 7;
+const UNAVAILABLE: u64 = 14;
+const UNAUTHENTICATED: u64 = 16;
 
-pub fn check_response(decision: &Decision) -> CheckResponse {
-    let (code, http_response) = match decision.applied() {
-        Verdict::Allow => (OK, check_response::HttpResponse::OkResponse(ok(decision))),
-        Verdict::Deny => {
-            let status = decision.reason.denial_status();
-            let code = match status {
-                401 => UNAUTHENTICATED,
-                503 => UNAVAILABLE,
-                _ => PERMISSION_DENIED,
-            };
-            (
-                code,
-                check_response::HttpResponse::DeniedResponse(DeniedHttpResponse {
-                    status: Some(HttpStatus {
-                        code: i32::from(status),
-                    }),
-                    headers: vec![header("content-type", "application/json")],
-                    body: denied_body(decision),
-                }),
-            )
-        }
-    };
-    CheckResponse {
-        status: Some(Status {
-            code,
-            message: String::new(),
-            details: Vec::new(),
-        }),
-        http_response: Some(http_response),
-        dynamic_metadata: Some(dynamic_metadata(decision)),
+/// A CheckResponse as protobuf wire bytes, ready for the gRPC frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedResponse(pub Bytes);
+
+impl EncodedResponse {
+    /// The answer as the generated type, for tests and tools.
+    pub fn to_message(&self) -> CheckResponse {
+        CheckResponse::decode(self.0.clone()).expect("an encoded CheckResponse decodes")
+    }
+
+    /// Encodes a message built with the generated types (the floor's fixed answer).
+    pub fn from_message(message: &CheckResponse) -> Self {
+        EncodedResponse(message.encode_to_vec().into())
     }
 }
 
-#[allow(deprecated)] // `append` is left unset, as Envoy wants when `append_action` is used.
-fn header(key: &str, value: &str) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_string(),
-            value: value.to_string(),
-            raw_value: Vec::new(),
-        }),
-        append: None,
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        keep_empty_value: false,
+/// The answer to a Check.
+pub fn encode(decision: &Decision) -> EncodedResponse {
+    let mut w = Writer(Vec::with_capacity(512));
+    let (code, http_response) = match decision.applied() {
+        Verdict::Allow => (OK, check_response::OK_RESPONSE),
+        Verdict::Deny => (
+            match decision.reason.denial_status() {
+                401 => UNAUTHENTICATED,
+                503 => UNAVAILABLE,
+                _ => PERMISSION_DENIED,
+            },
+            check_response::DENIED_RESPONSE,
+        ),
+    };
+    w.message(check_response::STATUS, |w| w.uint(status::CODE, code));
+    w.message(http_response, |w| match decision.applied() {
+        Verdict::Allow => ok(w, decision),
+        Verdict::Deny => denied(w, decision),
+    });
+    w.message(check_response::DYNAMIC_METADATA, |w| {
+        dynamic_metadata(w, decision)
+    });
+    EncodedResponse(w.0.into())
+}
+
+/// Field numbers, from `proto/` (see the module doc for how they are checked).
+mod check_response {
+    pub const STATUS: u32 = 1;
+    pub const DENIED_RESPONSE: u32 = 2;
+    pub const OK_RESPONSE: u32 = 3;
+    pub const DYNAMIC_METADATA: u32 = 4;
+}
+mod status {
+    pub const CODE: u32 = 1;
+}
+mod denied_http_response {
+    pub const STATUS: u32 = 1;
+    pub const HEADERS: u32 = 2;
+    pub const BODY: u32 = 3;
+}
+mod http_status {
+    pub const CODE: u32 = 1;
+}
+mod ok_http_response {
+    pub const HEADERS: u32 = 2;
+    pub const HEADERS_TO_REMOVE: u32 = 5;
+}
+mod header_value_option {
+    pub const HEADER: u32 = 1;
+    pub const APPEND_ACTION: u32 = 3;
+}
+mod header_value {
+    pub const KEY: u32 = 1;
+    pub const VALUE: u32 = 2;
+}
+/// `google.protobuf.Struct`, its map entries and `Value`.
+mod structs {
+    pub const FIELDS: u32 = 1;
+    pub const KEY: u32 = 1;
+    pub const VALUE: u32 = 2;
+    pub const STRING_VALUE: u32 = 3;
+    pub const BOOL_VALUE: u32 = 4;
+}
+
+/// Protobuf wire writing for the shapes an answer has.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    const VARINT: u32 = 0;
+    const LEN: u32 = 2;
+
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.0.push(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.0.push(value as u8);
+    }
+
+    fn key(&mut self, field: u32, wire_type: u32) {
+        self.varint(u64::from(field << 3 | wire_type));
+    }
+
+    /// A varint field; zero is the default and is left out.
+    fn uint(&mut self, field: u32, value: u64) {
+        if value != 0 {
+            self.key(field, Self::VARINT);
+            self.varint(value);
+        }
+    }
+
+    /// A string field (written even when empty: every caller means it to be present).
+    fn string(&mut self, field: u32, value: &str) {
+        self.key(field, Self::LEN);
+        self.varint(value.len() as u64);
+        self.0.extend_from_slice(value.as_bytes());
+    }
+
+    /// A message field whose content `body` writes. The length goes before the content, so one
+    /// byte is set aside for it and the content moved up in the rare case it needs more.
+    fn message(&mut self, field: u32, body: impl FnOnce(&mut Self)) {
+        self.key(field, Self::LEN);
+        let at = self.0.len();
+        self.0.push(0);
+        body(self);
+        let len = self.0.len() - at - 1;
+        if len < 0x80 {
+            self.0[at] = len as u8;
+        } else {
+            let mut prefix = Writer(Vec::with_capacity(10));
+            prefix.varint(len as u64);
+            self.0.splice(at..=at, prefix.0);
+        }
+    }
+
+    /// A `HeaderValueOption` that overwrites `key` with `value`.
+    fn header(&mut self, field: u32, key: &str, value: &str) {
+        self.message(field, |w| {
+            w.message(header_value_option::HEADER, |w| {
+                w.string(header_value::KEY, key);
+                w.string(header_value::VALUE, value);
+            });
+            w.uint(
+                header_value_option::APPEND_ACTION,
+                HeaderAppendAction::OverwriteIfExistsOrAdd as u64,
+            );
+        });
+    }
+
+    /// One entry of a `Struct`'s map.
+    fn entry(&mut self, key: &str, value: impl FnOnce(&mut Self)) {
+        self.message(structs::FIELDS, |w| {
+            w.string(structs::KEY, key);
+            w.message(structs::VALUE, value);
+        });
     }
 }
 
 /// An allow strips client-sent would-deny headers; a would-deny sets them (and must not list
 /// them for removal, since Envoy removes after it adds).
-fn ok(decision: &Decision) -> OkHttpResponse {
-    let mut response = OkHttpResponse::default();
+fn ok(w: &mut Writer, decision: &Decision) {
     if decision.would_deny {
-        response.headers = vec![
-            header(WOULD_DENY_HEADER, "true"),
-            header(WOULD_DENY_REASON_HEADER, decision.reason.as_str()),
-        ];
+        w.header(ok_http_response::HEADERS, WOULD_DENY_HEADER, "true");
+        w.header(
+            ok_http_response::HEADERS,
+            WOULD_DENY_REASON_HEADER,
+            decision.reason.as_str(),
+        );
     } else {
-        response.headers_to_remove = vec![
-            WOULD_DENY_HEADER.to_string(),
-            WOULD_DENY_REASON_HEADER.to_string(),
-        ];
+        w.string(ok_http_response::HEADERS_TO_REMOVE, WOULD_DENY_HEADER);
+        w.string(
+            ok_http_response::HEADERS_TO_REMOVE,
+            WOULD_DENY_REASON_HEADER,
+        );
     }
-    response
+}
+
+fn denied(w: &mut Writer, decision: &Decision) {
+    let code = decision.reason.denial_status();
+    w.message(denied_http_response::STATUS, |w| {
+        w.uint(http_status::CODE, code.into())
+    });
+    w.header(
+        denied_http_response::HEADERS,
+        "content-type",
+        "application/json",
+    );
+    w.string(denied_http_response::BODY, &denied_body(decision));
 }
 
 /// The denied body of each reason, built once; only bodies that list the server's identity
@@ -94,7 +218,7 @@ static BODIES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
         .collect()
 });
 
-fn denied_body(decision: &Decision) -> String {
+fn denied_body(decision: &Decision) -> std::borrow::Cow<'static, str> {
     let reason = decision.reason;
     let header_auth = decision
         .server
@@ -113,46 +237,34 @@ fn denied_body(decision: &Decision) -> String {
                 ],
             })
             .to_string()
+            .into()
         }
-        _ => BODIES[reason as usize].clone(),
+        _ => BODIES[reason as usize].as_str().into(),
     }
 }
 
-fn string(value: &str) -> Value {
-    Value {
-        kind: Some(Kind::StringValue(value.to_string())),
-    }
-}
-
-fn dynamic_metadata(decision: &Decision) -> Struct {
-    let mut fields = std::collections::BTreeMap::new();
-    fields.insert("decision".into(), string(decision.applied().as_str()));
-    fields.insert("reason".into(), string(decision.reason.as_str()));
-    fields.insert(
-        "would_deny".into(),
-        Value {
-            kind: Some(Kind::BoolValue(decision.would_deny)),
-        },
-    );
-    fields.insert(
-        "policy_revision".into(),
-        string(decision.revision.map_or("", |r| r)),
-    );
-    let optional = [
+/// The metadata Envoy passes to later filters and the access log, keys in byte order (as a
+/// `Struct`'s map is written by prost).
+fn dynamic_metadata(w: &mut Writer, decision: &Decision) {
+    let tool = decision.call.as_ref().and_then(|c| c.tool.as_deref());
+    for (key, value) in [
+        ("decision", Some(decision.applied().as_str())),
         ("matched_grant", decision.grant_key()),
         ("matched_session", decision.session_key()),
         ("mcp_server", decision.server_key()),
-        (
-            "tool",
-            decision.call.as_ref().and_then(|c| c.tool.as_deref()),
-        ),
-    ];
-    for (key, value) in optional {
+        ("policy_revision", Some(decision.revision.map_or("", |r| r))),
+        ("reason", Some(decision.reason.as_str())),
+        ("tool", tool),
+    ] {
         if let Some(value) = value {
-            fields.insert(key.into(), string(value));
+            w.entry(key, |w| w.string(structs::STRING_VALUE, value));
         }
     }
-    Struct { fields }
+    // A oneof member is written even when it holds its default.
+    w.entry("would_deny", |w| {
+        w.key(structs::BOOL_VALUE, Writer::VARINT);
+        w.varint(u64::from(decision.would_deny));
+    });
 }
 
 #[cfg(test)]
@@ -165,6 +277,19 @@ mod tests {
             assert_eq!(*reason as usize, i);
             let body: serde_json::Value = serde_json::from_str(&BODIES[i]).unwrap();
             assert_eq!(body["error"], reason.as_str());
+        }
+    }
+
+    #[test]
+    fn long_messages_get_a_longer_length_prefix() {
+        for len in [0, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
+            let text = "x".repeat(len);
+            let mut w = Writer(Vec::new());
+            // HeaderValueOption.header (1) holding HeaderValue.value (2).
+            w.message(1, |w| w.string(2, &text));
+            let option =
+                crate::proto::core::HeaderValueOption::decode(w.0.as_slice()).expect("decodes");
+            assert_eq!(option.header.unwrap().value, text, "{len}");
         }
     }
 }

@@ -16,11 +16,11 @@ use tonic_health::server::HealthReporter;
 
 use crate::check::{Options, authorize};
 use crate::metrics::Metrics;
+use crate::proto::auth::CheckRequest;
 use crate::proto::auth::authorization_server::{Authorization, AuthorizationServer};
-use crate::proto::auth::{CheckRequest, CheckResponse};
 use crate::reload::PolicyStore;
 use crate::request::CheckInput;
-use crate::response::check_response;
+use crate::response::{EncodedResponse, encode};
 use crate::telemetry::Audit;
 use crate::time::Timestamp;
 
@@ -54,7 +54,7 @@ impl Authorization for AuthzService {
     async fn check(
         &self,
         request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
+    ) -> Result<Response<EncodedResponse>, Status> {
         // Two clock reads per Check: the decision's time and the span's ends, whose difference
         // is also the duration metric (a wall-clock step during a Check skews one sample).
         let started = SystemTime::now();
@@ -73,7 +73,7 @@ impl Authorization for AuthzService {
             &context.options,
             Timestamp::from_system(started),
         );
-        let response = check_response(&decision);
+        let response = encode(&decision);
         let ended = SystemTime::now();
         let seconds = ended
             .duration_since(started)

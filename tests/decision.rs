@@ -5,7 +5,7 @@ mod support;
 use mcp_authz::check::{Options, authorize};
 use mcp_authz::decision::{Reason, TrustFigures};
 use mcp_authz::policy::{Mode, Snapshot, Trust};
-use mcp_authz::response::check_response;
+use mcp_authz::response::encode;
 use support::{Req, Seen, at, decide_at, seen, snapshot};
 
 const NOW: &str = "2026-06-01T00:00:00Z";
@@ -920,7 +920,7 @@ fn responses_follow_the_decision() {
     let p = policy();
     let body = |req: &Req| {
         let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
-        match check_response(&d).http_response {
+        match encode(&d).to_message().http_response {
             Some(HttpResponse::DeniedResponse(denied)) => {
                 serde_json::from_str::<serde_json::Value>(&denied.body).unwrap()
             }
@@ -953,7 +953,7 @@ fn responses_follow_the_decision() {
 
     let req = shop("read");
     let unavailable = authorize(None, &req.input(), &Options::default(), at(NOW));
-    let response = check_response(&unavailable);
+    let response = encode(&unavailable).to_message();
     assert_eq!(response.status.unwrap().code, 14);
     match response.http_response {
         Some(HttpResponse::DeniedResponse(denied)) => assert_eq!(denied.status.unwrap().code, 503),

@@ -4,11 +4,11 @@
 mod support;
 
 use mcp_authz::check::{Options, authorize};
-use mcp_authz::decision::{Reason, Verdict};
+use mcp_authz::decision::{Decision, Reason, Verdict};
 use mcp_authz::policy::{Mode, Snapshot, load_files, load_paths};
-use mcp_authz::proto::auth::CheckRequest;
+use mcp_authz::proto::auth::{CheckRequest, CheckResponse};
 use mcp_authz::request::CheckInput;
-use mcp_authz::response::check_response;
+use mcp_authz::response::encode;
 use mcp_authz::time::Timestamp;
 use proptest::prelude::*;
 use prost::Message;
@@ -83,6 +83,15 @@ fn header() -> impl Strategy<Value = (String, String)> {
     (name, value)
 }
 
+/// The answer to `decision`, checked to be canonical wire bytes: the generated types decode it
+/// and encode it back to the same bytes (so no field is misnumbered, misplaced or mistyped).
+fn answer(decision: &Decision) -> Result<CheckResponse, TestCaseError> {
+    let encoded = encode(decision);
+    let message = encoded.to_message();
+    prop_assert_eq!(message.encode_to_vec(), encoded.0.to_vec());
+    Ok(message)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -92,7 +101,7 @@ proptest! {
         if let Ok(request) = CheckRequest::decode(bytes.as_slice()) {
             let input = CheckInput::from_proto(&request);
             let decision = authorize(Some(snapshot), &input, &Options::default(), now());
-            let response = check_response(&decision);
+            let response = answer(&decision)?;
             prop_assert!(response.status.is_some());
         }
     }
@@ -110,7 +119,8 @@ proptest! {
         input.body = &body;
         let enforce = authorize(Some(snapshot), &input, &Options::default(), now());
         let monitor = authorize(Some(snapshot), &input, &Options { mode: Mode::Monitor, ..Options::default() }, now());
-        check_response(&enforce);
+        answer(&enforce)?;
+        answer(&monitor)?;
 
         // Bad bodies are never allowed in enforce mode (outside monitor-mode servers).
         let bad_json = std::str::from_utf8(&body).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()).is_none();
