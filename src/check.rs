@@ -70,15 +70,16 @@ pub fn authorize<'a>(
         }
     };
 
-    // Identity is resolved once, and only if some element is a tool call.
+    // Identity is resolved once, and only if some element is a tool call. The deciding element
+    // is the first enforced denial, else the first would-deny, else the first tool call, else
+    // the first element: only those three candidates are kept.
     let mut caller: Option<Result<Caller<'a>, identity::IdentityDenial<'a>>> = None;
-    let mut outcomes: Vec<Option<ToolOutcome<'a>>> = Vec::with_capacity(messages.len());
-    for message in &messages {
+    let [mut first_enforced, mut first_would_deny, mut first_call] = [None; 3];
+    for (index, message) in messages.iter().enumerate() {
         let Message::Request(CallInfo {
             tool: Some(tool), ..
         }) = message
         else {
-            outcomes.push(None);
             continue;
         };
         let resolved = caller.get_or_insert_with(|| identity::resolve(server, input, now));
@@ -90,33 +91,38 @@ pub fn authorize<'a>(
             },
         };
         // Monitor rules 1 and 2 apply to the denial rule 3 leaves, element by element.
-        outcomes.push(Some(monitored(outcome, monitor)));
+        let outcome = monitored(outcome, monitor);
+        let candidate = if outcome.would_deny {
+            &mut first_would_deny
+        } else if outcome.verdict == Verdict::Deny {
+            &mut first_enforced
+        } else {
+            &mut first_call
+        };
+        candidate.get_or_insert((index, outcome));
+        if first_enforced.is_some() {
+            break;
+        }
     }
 
     if let Some(Ok(c)) = caller {
         decision.caller = c.identity;
         decision.session_id = c.session_id;
     }
-    let enforced = |o: &&Option<ToolOutcome>| {
-        o.as_ref()
-            .is_some_and(|o| o.verdict == Verdict::Deny && !o.would_deny)
-    };
-    let would_deny = |o: &&Option<ToolOutcome>| o.as_ref().is_some_and(|o| o.would_deny);
-    let deciding = outcomes
-        .iter()
-        .position(|o| enforced(&o))
-        .or_else(|| outcomes.iter().position(|o| would_deny(&o)))
-        .or_else(|| outcomes.iter().position(Option::is_some))
-        .or((!messages.is_empty()).then_some(0));
-    let Some(index) = deciding else {
+    let deciding = first_enforced
+        .or(first_would_deny)
+        .or(first_call)
+        .map(|(index, outcome)| (index, Some(outcome)))
+        .or((!messages.is_empty()).then_some((0, None)));
+    let Some((index, outcome)) = deciding else {
         decision.verdict = Verdict::Allow;
         decision.reason = Reason::Allowed;
         return finish(decision, monitor);
     };
-    if let Message::Request(call) = &messages[index] {
-        decision.call = Some(call.clone());
+    if let Some(Message::Request(call)) = messages.into_iter().nth(index) {
+        decision.call = Some(call);
     }
-    match outcomes[index] {
+    match outcome {
         Some(outcome) => apply(&mut decision, server, outcome),
         None => {
             decision.verdict = Verdict::Allow;

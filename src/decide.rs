@@ -191,33 +191,24 @@ fn grant_steps<'s>(
     if matching.is_empty() {
         return by_default(Reason::NoMatchingGrant);
     }
-    let enabled: Vec<&CompiledGrant> = matching
-        .iter()
-        .copied()
-        .filter(|g| !g.grant.disabled)
-        .collect();
-    let live: Vec<&CompiledGrant> = enabled
-        .iter()
-        .copied()
-        .filter(|g| !expired(g.grant.expires_at, now))
-        .collect();
-    if !enabled.is_empty() && live.is_empty() {
+    let live = || {
+        matching
+            .iter()
+            .copied()
+            .filter(move |g| !g.grant.disabled && !expired(g.grant.expires_at, now))
+    };
+    if live().next().is_none() && matching.iter().any(|g| !g.grant.disabled) {
         return by_default(Reason::GrantExpired);
     }
 
-    // 6: a deny rule anywhere wins at once; otherwise collect the covering grants.
-    if let Some(g) = live
-        .iter()
-        .find(|g| rule_for(&g.grant, tool).is_some_and(|r| r.decision == RuleDecision::Deny))
+    // 6: a deny rule anywhere wins at once; otherwise the covering grants go on.
+    if let Some(g) =
+        live().find(|g| rule_for(&g.grant, tool).is_some_and(|r| r.decision == RuleDecision::Deny))
     {
-        return outcome(Verdict::Deny, Reason::ToolDenied, Some(*g), None);
+        return outcome(Verdict::Deny, Reason::ToolDenied, Some(g), None);
     }
-    let covering: Vec<&CompiledGrant> = live
-        .iter()
-        .copied()
-        .filter(|g| covers(&g.grant, tool))
-        .collect();
-    let Some(&first_covering) = covering.first() else {
+    let covering = || live().filter(|g| covers(&g.grant, tool));
+    let Some(first_covering) = covering().next() else {
         return by_default(Reason::ToolNotGranted);
     };
 
@@ -230,31 +221,30 @@ fn grant_steps<'s>(
             None,
         );
     };
-    let contributing: Vec<&CompiledGrant> = covering
-        .iter()
-        .copied()
-        .filter(|g| g.grant.allowed_side_effects.contains(&side_effect))
-        .collect();
-    if contributing.is_empty() {
+
+    // 8: trust arithmetic over the contributing grants, in one pass: the highest trust an
+    // administrator gave and the first grant that gives it, the highest trust a rule requires
+    // and the first grant whose rule requires it.
+    let mut most_admin: Option<(Trust, &CompiledGrant)> = None;
+    let mut most_required: Option<(Trust, &CompiledGrant)> = None;
+    for g in covering().filter(|g| g.grant.allowed_side_effects.contains(&side_effect)) {
+        if most_admin.is_none_or(|(t, _)| g.grant.max_trust > t) {
+            most_admin = Some((g.grant.max_trust, g));
+        }
+        let rule = rule_trust(&g.grant, tool);
+        if most_required.is_none_or(|(t, _)| rule > t) {
+            most_required = Some((rule, g));
+        }
+    }
+    let Some((admin, with_admin_trust)) = most_admin else {
         return outcome(
             Verdict::Deny,
             Reason::SideEffectNotAllowed,
             Some(first_covering),
             None,
         );
-    }
-
-    // 8: trust arithmetic.
-    let rule_trust = |g: &CompiledGrant| rule_trust(&g.grant, tool);
-    let admin = contributing
-        .iter()
-        .map(|g| g.grant.max_trust)
-        .max()
-        .unwrap_or(Trust::Low);
-    let required = contributing
-        .iter()
-        .map(|g| rule_trust(g))
-        .fold(facts.required_trust, Trust::max);
+    };
+    let required = most_required.map_or(facts.required_trust, |(t, _)| t.max(facts.required_trust));
     let consented = consented.unwrap_or(admin);
     let trust = TrustFigures {
         required,
@@ -262,25 +252,18 @@ fn grant_steps<'s>(
         consented,
         effective: admin.min(consented),
     };
-    let with_admin_trust = contributing
-        .iter()
-        .copied()
-        .find(|g| g.grant.max_trust == admin);
     if trust.effective < required {
         let grant = if required > facts.required_trust {
-            contributing
-                .iter()
-                .copied()
-                .find(|g| rule_trust(g) == required)
+            most_required.map(|(_, g)| g)
         } else {
-            with_admin_trust
+            Some(with_admin_trust)
         };
         return outcome(Verdict::Deny, Reason::TrustTooLow, grant, Some(trust));
     }
     outcome(
         Verdict::Allow,
         Reason::Allowed,
-        with_admin_trust,
+        Some(with_admin_trust),
         Some(trust),
     )
 }

@@ -83,11 +83,25 @@ pub fn parse_messages(body: &[u8]) -> Result<Vec<Message<'_>>, Reason> {
         pos: 0,
         depth: 0,
     };
-    let objects = reader.document().ok_or(Reason::RpcInspectionFailed)?;
-    if objects.iter().any(TopObject::is_ambiguous) {
+    let mut messages = Vec::new();
+    let mut ambiguous = false;
+    // The first element that is not a JSON-RPC message.
+    let mut invalid = None;
+    reader
+        .document(|top| {
+            ambiguous |= top.is_ambiguous();
+            match top.into_message() {
+                Ok(message) => messages.push(message),
+                Err(reason) => {
+                    invalid.get_or_insert(reason);
+                }
+            }
+        })
+        .ok_or(Reason::RpcInspectionFailed)?;
+    if ambiguous {
         return Err(Reason::RpcAmbiguous);
     }
-    objects.into_iter().map(TopObject::into_message).collect()
+    invalid.map_or(Ok(messages), Err)
 }
 
 /// Counts of keys that fold to `method`, `params` and `name` in one object.
@@ -113,6 +127,9 @@ impl FoldCounts {
 /// `key` equals `word` (ASCII lower case) under Unicode simple case folding, as Go's
 /// encoding/json compares keys: ASCII letters ignore case, `ſ` is `s`, `K` (Kelvin) is `k`.
 fn folds_to(key: &str, word: &str) -> bool {
+    if key.is_ascii() {
+        return key.eq_ignore_ascii_case(word);
+    }
     let mut chars = key.chars();
     for w in word.chars() {
         let folded = match chars.next() {
@@ -172,10 +189,9 @@ struct Reader<'a> {
     depth: usize,
 }
 
-/// What the caller wants kept of a value being read.
+/// Which object is being read for what it holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Keep {
-    Nothing,
     /// The top-level object's `params`.
     Params,
     /// `params._meta`.
@@ -207,39 +223,39 @@ impl<'a> Reader<'a> {
         (self.depth <= MAX_DEPTH).then_some(())
     }
 
-    /// The whole body: one object or a non-empty array of objects, then only white space.
-    fn document(&mut self) -> Option<Vec<TopObject<'a>>> {
+    /// The whole body: one object or a non-empty array of objects, then only white space. Each
+    /// object goes to `each` as it is read.
+    fn document(&mut self, mut each: impl FnMut(TopObject<'a>)) -> Option<()> {
         self.skip_ws();
-        let objects = match self.peek()? {
-            b'{' => vec![self.top_object()?],
+        match self.peek()? {
+            b'{' => each(self.top_object()?),
             b'[' => {
                 self.pos += 1;
                 self.open()?;
-                let mut objects = Vec::new();
                 self.skip_ws();
-                if !self.eat(b']') {
-                    loop {
-                        self.skip_ws();
-                        if self.peek()? != b'{' {
-                            return None;
-                        }
-                        objects.push(self.top_object()?);
-                        self.skip_ws();
-                        if self.eat(b']') {
-                            break;
-                        }
-                        if !self.eat(b',') {
-                            return None;
-                        }
+                if self.eat(b']') {
+                    return None;
+                }
+                loop {
+                    self.skip_ws();
+                    if self.peek()? != b'{' {
+                        return None;
+                    }
+                    each(self.top_object()?);
+                    self.skip_ws();
+                    if self.eat(b']') {
+                        break;
+                    }
+                    if !self.eat(b',') {
+                        return None;
                     }
                 }
                 self.depth -= 1;
-                objects
             }
             _ => return None,
-        };
+        }
         self.skip_ws();
-        (self.pos == self.bytes.len() && !objects.is_empty()).then_some(objects)
+        (self.pos == self.bytes.len()).then_some(())
     }
 
     fn top_object(&mut self) -> Option<TopObject<'a>> {
@@ -257,10 +273,10 @@ impl<'a> Reader<'a> {
                 }
                 "result" | "error" => {
                     top.has_result_or_error = true;
-                    reader.value(Keep::Nothing, &mut top)?;
+                    reader.skip_value()?;
                 }
                 "params" => reader.value(Keep::Params, &mut top)?,
-                _ => reader.value(Keep::Nothing, &mut top)?,
+                _ => reader.skip_value()?,
             }
             Some(())
         })?;
@@ -321,33 +337,36 @@ impl<'a> Reader<'a> {
         Some((raw != "null").then_some(Cow::Borrowed(raw)))
     }
 
-    fn skip_value(&mut self) -> Option<()> {
-        let mut scratch = TopObject::default();
-        self.value(Keep::Nothing, &mut scratch)
+    /// A value kept only for the `params` or `_meta` object it may be.
+    fn value(&mut self, keep: Keep, top: &mut TopObject<'a>) -> Option<()> {
+        if self.peek()? != b'{' {
+            return self.skip_value();
+        }
+        match keep {
+            Keep::Params => self.object(|r, key| {
+                top.params_counts.add(&key);
+                match key.as_ref() {
+                    "name" => top.tool_name = r.value_string()?,
+                    "_meta" => r.value(Keep::Meta, top)?,
+                    _ => r.skip_value()?,
+                }
+                Some(())
+            }),
+            Keep::Meta => self.object(|r, key| {
+                if key == "traceparent" {
+                    top.traceparent = r.value_string()?;
+                } else {
+                    r.skip_value()?;
+                }
+                Some(())
+            }),
+        }
     }
 
-    fn value(&mut self, keep: Keep, top: &mut TopObject<'a>) -> Option<()> {
+    /// A value read for validity only.
+    fn skip_value(&mut self) -> Option<()> {
         match self.peek()? {
-            b'{' => match keep {
-                Keep::Nothing => self.object(|r, _| r.skip_value()),
-                Keep::Params => self.object(|r, key| {
-                    top.params_counts.add(&key);
-                    match key.as_ref() {
-                        "name" => top.tool_name = r.value_string()?,
-                        "_meta" => r.value(Keep::Meta, top)?,
-                        _ => r.skip_value()?,
-                    }
-                    Some(())
-                }),
-                Keep::Meta => self.object(|r, key| {
-                    if key == "traceparent" {
-                        top.traceparent = r.value_string()?;
-                    } else {
-                        r.skip_value()?;
-                    }
-                    Some(())
-                }),
-            },
+            b'{' => self.object(|r, _| r.skip_value()),
             b'[' => {
                 self.pos += 1;
                 self.open()?;

@@ -4,6 +4,7 @@ mod support;
 
 use mcp_authz::check::{Options, authorize};
 use mcp_authz::decision::{Reason, TrustFigures};
+use mcp_authz::policy::snapshot::Identity;
 use mcp_authz::policy::{Mode, Snapshot, Trust};
 use mcp_authz::response::encode;
 use support::{Req, Seen, at, decide_at, seen, snapshot};
@@ -31,6 +32,8 @@ items:
   - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: ruled-1-plain, namespace: ns},
      spec: {serverRef: {name: shop}, subject: {agentID: ruled}, maxTrust: medium, allowedSideEffects: [read], toolRules: [{name: read}]}}
   - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: ruled-2-strict, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: ruled}, maxTrust: medium, allowedSideEffects: [read], toolRules: [{name: read, requiredTrust: high}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: ruled-3-strict, namespace: ns},
      spec: {serverRef: {name: shop}, subject: {agentID: ruled}, maxTrust: medium, allowedSideEffects: [read], toolRules: [{name: read, requiredTrust: high}]}}
   - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: weak-1, namespace: ns},
      spec: {serverRef: {name: shop}, subject: {agentID: weak}, maxTrust: high, allowedSideEffects: [read]}}
@@ -246,7 +249,7 @@ fn grant_steps_and_their_attribution() {
             shop("undeclared").agent("base"),
             deny("tool_side_effect_unknown", Some("ns/base")),
         ),
-        // A rule's requiredTrust above the tool's own: blame the grant with that rule.
+        // A rule's requiredTrust above the tool's own: blame the first grant with that rule.
         (
             shop("read").agent("ruled"),
             deny("trust_too_low", Some("ns/ruled-2-strict")),
@@ -282,6 +285,48 @@ fn grant_steps_and_their_attribution() {
     for (req, want) in cases {
         assert_eq!(run(&p, &req), want, "{}", req.body);
     }
+}
+
+#[test]
+fn a_callers_grants_come_in_name_order_whichever_field_indexes_them() {
+    // Grants are indexed by their subject's first field; a caller matched through several
+    // indexes must still see its grants in `namespace/name` order (steps 6–8 pick the first).
+    let p = snapshot(
+        r#"
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: shop, namespace: ns}
+spec: {ingressPath: /shop/mcp, tools: [{name: read, sideEffect: read}]}
+---
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: a, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {teamID: t}, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: b, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: x}, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: c, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {humanID: h, agentID: x}, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: d, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {agentID: x, teamID: t}, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: e, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {teamID: t}, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: f, namespace: ns},
+     spec: {serverRef: {name: shop}, subject: {humanID: someone-else}, allowedSideEffects: [read]}}
+"#,
+    );
+    let server = p.server_named("shop").unwrap();
+    let caller = Identity {
+        human: Some("h".into()),
+        agent: Some("x".into()),
+        team: Some("t".into()),
+    };
+    let names: Vec<&str> = server
+        .matching_grants(&caller)
+        .iter()
+        .map(|g| &*g.grant.key.name)
+        .collect();
+    assert_eq!(names, ["a", "b", "c", "d", "e"]);
 }
 
 #[test]

@@ -94,23 +94,31 @@ impl CompiledServer {
 
     /// Grants whose subject matches the caller, in byte order of `namespace/name`.
     pub fn matching_grants(&self, caller: &Identity) -> Vec<&CompiledGrant> {
-        let mut indexes: Vec<usize> = Vec::new();
-        for (index, key) in [
+        // Each grant is in one index (its subject's first field) and every list ascends, so
+        // merging the caller's lists gives the grants in order.
+        let mut lists = [
             (&self.by_human, &caller.human),
             (&self.by_agent, &caller.agent),
             (&self.by_team, &caller.team),
-        ] {
-            if let Some(list) = key.as_deref().and_then(|k| index.get(k)) {
-                indexes.extend_from_slice(list);
+        ]
+        .map(|(index, key)| {
+            key.as_deref()
+                .and_then(|k| index.get(k))
+                .map_or(&[][..], Vec::as_slice)
+        });
+        let mut grants = Vec::with_capacity(lists.iter().map(|l| l.len()).sum());
+        while let Some(list) = lists
+            .iter_mut()
+            .filter(|l| !l.is_empty())
+            .min_by_key(|l| l[0])
+        {
+            let grant = &self.grants[list[0]];
+            *list = &list[1..];
+            if grant.subject.matches(caller) {
+                grants.push(grant);
             }
         }
-        indexes.sort_unstable();
-        indexes.dedup();
-        indexes
-            .into_iter()
-            .map(|i| &self.grants[i])
-            .filter(|g| g.subject.matches(caller))
-            .collect()
+        grants
     }
 
     /// Sessions of this server named `name` whose subject matches the caller.
