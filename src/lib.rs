@@ -2,7 +2,7 @@
 //!
 //! Data flows one way: CheckRequest → ([`request`]) plain input → ([`check`]) server,
 //! JSON-RPC calls ([`rpc`]) and caller ([`identity`]) → ([`decide`]) a [`decision::Decision`]
-//! → ([`response`]) CheckResponse. Everything up to the response is plain functions over
+//! → ([`response`]) CheckResponse wire bytes. Everything up to the response is plain functions over
 //! plain data; tonic, notify, arc-swap and OpenTelemetry live only in the shell ([`service`],
 //! [`reload`], [`telemetry`]).
 //!
@@ -17,8 +17,9 @@
 //! - [`check`]: the whole Check: server selection, batches, service/server monitor mode.
 //! - [`decision`]: the outcome and its evidence; reason codes.
 //! - [`explain`]: the `check` command's report: the decision and what each grant did.
-//! - [`response`]: Decision → CheckResponse (headers, denied body, dynamic metadata).
-//! - [`proto`], [`codec`]: generated ext_authz types and the gRPC codec.
+//! - [`response`]: Decision → CheckResponse (headers, denied body, dynamic metadata), written
+//!   straight to protobuf wire bytes.
+//! - [`proto`], [`codec`]: generated ext_authz types and server, and the gRPC codecs.
 //! - [`service`]: the tonic Authorization service, health, serving until shutdown, and the
 //!   accepted connections (write buffering).
 //! - [`reload`]: the policy store (arc-swap), swapped whole on every load; the file watcher.

@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::decision::Decision;
+use crate::decision::{Decision, Verdict};
 use crate::policy::{Snapshot, Text};
 
 /// Check latency buckets, 10 µs to 100 ms.
@@ -59,7 +59,8 @@ pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
     would_deny: Family<WouldDenyLabels, Counter>,
-    duration: Family<VerdictLabels, Histogram>,
+    /// The duration histograms of allowed and denied Checks, looked up once.
+    duration: [Histogram; 2],
     reloads: Family<ResultLabels, Counter>,
     policy_info: Family<RevisionLabels, Gauge>,
     policy_objects: Family<KindLabels, Gauge>,
@@ -100,6 +101,13 @@ impl Metrics {
             "Time to decide a Check",
             duration.clone(),
         );
+        let duration = [Verdict::Allow, Verdict::Deny].map(|verdict| {
+            duration
+                .get_or_create(&VerdictLabels {
+                    decision: verdict.as_str(),
+                })
+                .clone()
+        });
         registry.register(
             "mcp_authz_policy_reloads",
             "Policy reloads after start-up, by result",
@@ -154,9 +162,7 @@ impl Metrics {
                 mode: decision.mode.as_str(),
             })
             .inc();
-        self.duration
-            .get_or_create(&VerdictLabels { decision: applied })
-            .observe(seconds);
+        self.duration[usize::from(decision.applied() == Verdict::Deny)].observe(seconds);
     }
 
     pub fn record_reload(&self, success: bool) {
