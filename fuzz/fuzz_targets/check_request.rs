@@ -1,4 +1,4 @@
-//! Arbitrary CheckRequest bytes through decode, the whole decision and the response, on the
+//! Arbitrary CheckRequest bytes through decode, the whole decision and the answer, on the
 //! conformance policies, in both service modes.
 #![no_main]
 
@@ -10,7 +10,7 @@ use mcp_authz::decision::Verdict;
 use mcp_authz::policy::{Mode, Snapshot, load_files};
 use mcp_authz::proto::auth::CheckRequest;
 use mcp_authz::request::CheckInput;
-use mcp_authz::response::check_response;
+use mcp_authz::response::encode;
 use mcp_authz::time::Timestamp;
 use prost::Message;
 
@@ -37,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
         &Options { mode: Mode::Monitor, ..Options::default() },
         now,
     );
-    let response = check_response(&enforce);
+    // The answer is canonical wire bytes: the generated types decode it and encode it back.
+    let encoded = encode(&enforce);
+    let response = encoded.to_message();
+    assert_eq!(response.encode_to_vec(), encoded.0.to_vec());
     assert!(response.status.is_some());
     assert_eq!(monitor.applied(), Verdict::Allow);
     assert_eq!(monitor.reason, enforce.reason);
