@@ -2,8 +2,8 @@
 //!
 //! The messages and the client come from `proto/`. The server is generated from the same
 //! service and method names with tonic-build's manual builder, so that it answers with
-//! [`EncodedResponse`](crate::response::EncodedResponse) (wire bytes written straight from the
-//! decision) instead of building prost's `CheckResponse`.
+//! `response::EncodedResponse` (wire bytes written straight from the decision) instead of
+//! building prost's `CheckResponse`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["envoy/service/auth/v3/external_auth.proto"];

@@ -143,7 +143,8 @@ impl Metrics {
     /// Counts one Check from its decision.
     pub fn record_check(&self, decision: &Decision, seconds: f64) {
         let server = decision.server.map(|s| Text::clone(&s.server.key.full));
-        let applied = decision.applied().as_str();
+        let verdict = decision.applied();
+        let applied = verdict.as_str();
         let reason = decision.reason.as_str();
         if decision.would_deny {
             self.would_deny
@@ -162,7 +163,7 @@ impl Metrics {
                 mode: decision.mode.as_str(),
             })
             .inc();
-        self.duration[usize::from(decision.applied() == Verdict::Deny)].observe(seconds);
+        self.duration[usize::from(verdict == Verdict::Deny)].observe(seconds);
     }
 
     pub fn record_reload(&self, success: bool) {
