@@ -230,27 +230,16 @@ impl<'a> Reader<'a> {
         match self.peek()? {
             b'{' => each(self.top_object()?),
             b'[' => {
-                self.pos += 1;
-                self.open()?;
-                self.skip_ws();
-                if self.eat(b']') {
+                let count = self.array(|r| {
+                    if r.peek()? != b'{' {
+                        return None;
+                    }
+                    each(r.top_object()?);
+                    Some(())
+                })?;
+                if count == 0 {
                     return None;
                 }
-                loop {
-                    self.skip_ws();
-                    if self.peek()? != b'{' {
-                        return None;
-                    }
-                    each(self.top_object()?);
-                    self.skip_ws();
-                    if self.eat(b']') {
-                        break;
-                    }
-                    if !self.eat(b',') {
-                        return None;
-                    }
-                }
-                self.depth -= 1;
             }
             _ => return None,
         }
@@ -317,6 +306,33 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
+    /// Reads `[ value, … ]`, calling `element` at each value, which it must consume; returns
+    /// how many there were.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<usize> {
+        if !self.eat(b'[') {
+            return None;
+        }
+        self.open()?;
+        self.skip_ws();
+        let mut count = 0;
+        if !self.eat(b']') {
+            loop {
+                self.skip_ws();
+                element(self)?;
+                count += 1;
+                self.skip_ws();
+                if self.eat(b']') {
+                    break;
+                }
+                if !self.eat(b',') {
+                    return None;
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(count)
+    }
+
     /// A value kept only when it is a string.
     fn value_string(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.peek() == Some(b'"') {
@@ -367,26 +383,7 @@ impl<'a> Reader<'a> {
     fn skip_value(&mut self) -> Option<()> {
         match self.peek()? {
             b'{' => self.object(|r, _| r.skip_value()),
-            b'[' => {
-                self.pos += 1;
-                self.open()?;
-                self.skip_ws();
-                if !self.eat(b']') {
-                    loop {
-                        self.skip_ws();
-                        self.skip_value()?;
-                        self.skip_ws();
-                        if self.eat(b']') {
-                            break;
-                        }
-                        if !self.eat(b',') {
-                            return None;
-                        }
-                    }
-                }
-                self.depth -= 1;
-                Some(())
-            }
+            b'[' => self.array(|r| r.skip_value()).map(drop),
             b'"' => self.string(false).map(drop),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
