@@ -278,50 +278,45 @@ impl<'a> Reader<'a> {
         &mut self,
         mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>,
     ) -> Option<()> {
-        if !self.eat(b'{') {
-            return None;
-        }
-        self.open()?;
-        self.skip_ws();
-        if !self.eat(b'}') {
-            loop {
-                self.skip_ws();
-                let key = self.string(true)?;
-                self.skip_ws();
-                if !self.eat(b':') {
-                    return None;
-                }
-                self.skip_ws();
-                member(self, key)?;
-                self.skip_ws();
-                if self.eat(b'}') {
-                    break;
-                }
-                if !self.eat(b',') {
-                    return None;
-                }
+        self.sequence(b'{', b'}', |r| {
+            let key = r.string(true)?;
+            r.skip_ws();
+            if !r.eat(b':') {
+                return None;
             }
-        }
-        self.depth -= 1;
-        Some(())
+            r.skip_ws();
+            member(r, key)
+        })
+        .map(drop)
     }
 
     /// Reads `[ value, … ]`, calling `element` at each value, which it must consume; returns
     /// how many there were.
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<usize> {
-        if !self.eat(b'[') {
+    fn array(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<usize> {
+        self.sequence(b'[', b']', element)
+    }
+
+    /// Reads `open`, comma-separated items (each read by `item`), then `close`: one more level
+    /// of nesting. Returns how many items there were.
+    fn sequence(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<usize> {
+        if !self.eat(open) {
             return None;
         }
         self.open()?;
         self.skip_ws();
         let mut count = 0;
-        if !self.eat(b']') {
+        if !self.eat(close) {
             loop {
                 self.skip_ws();
-                element(self)?;
+                item(self)?;
                 count += 1;
                 self.skip_ws();
-                if self.eat(b']') {
+                if self.eat(close) {
                     break;
                 }
                 if !self.eat(b',') {
