@@ -42,7 +42,8 @@ impl EncodedResponse {
 /// The answer to a Check.
 pub fn encode(decision: &Decision) -> EncodedResponse {
     let mut w = Writer(Vec::with_capacity(512));
-    let (code, http_response) = match decision.applied() {
+    let applied = decision.applied();
+    let (code, http_response) = match applied {
         Verdict::Allow => (OK, check_response::OK_RESPONSE),
         Verdict::Deny => (
             match decision.reason.denial_status() {
@@ -54,7 +55,7 @@ pub fn encode(decision: &Decision) -> EncodedResponse {
         ),
     };
     w.message(check_response::STATUS, |w| w.uint(status::CODE, code));
-    w.message(http_response, |w| match decision.applied() {
+    w.message(http_response, |w| match applied {
         Verdict::Allow => ok(w, decision),
         Verdict::Deny => denied(w, decision),
     });
