@@ -2,10 +2,10 @@
 //! per-call decision, batches, and monitor mode at the service and server level.
 
 use crate::decide::{SessionInput, ToolOutcome, decide_tool_call};
-use crate::decision::{CallInfo, Decision, Reason, Verdict};
+use crate::decision::{CallInfo, Decision, Reason, Target, Verdict};
 use crate::identity::{self, Caller};
 use crate::policy::snapshot::CompiledServer;
-use crate::policy::{Mode, Snapshot};
+use crate::policy::{Mode, Primitive, Snapshot};
 use crate::request::CheckInput;
 use crate::rpc::{self, Inspection, Message};
 use crate::time::Timestamp;
@@ -76,10 +76,10 @@ pub fn authorize<'a>(
     let mut caller: Option<Result<Caller<'a>, identity::IdentityDenial<'a>>> = None;
     let [mut first_enforced, mut first_would_deny, mut first_call] = [None; 3];
     for (index, message) in messages.iter().enumerate() {
-        let Message::Request(CallInfo {
-            tool: Some(tool), ..
-        }) = message
-        else {
+        let Some(tool) = (match message {
+            Message::Request(call) => call.target_of(Primitive::Tool),
+            Message::Response => None,
+        }) else {
             continue;
         };
         let resolved = caller.get_or_insert_with(|| identity::resolve(server, input, now));
@@ -148,9 +148,11 @@ pub fn decide_call<'a>(
         server: Some(server),
         call: Some(CallInfo {
             method: "tools/call".into(),
-            tool: Some(tool.into()),
-            id: None,
-            traceparent: None,
+            target: Some(Target {
+                primitive: Primitive::Tool,
+                name: tool.into(),
+            }),
+            ..CallInfo::default()
         }),
         caller: caller.identity,
         session_id: caller.session_id,

@@ -4,7 +4,7 @@
 
 use crate::decision::{Reason, ToolFacts, TrustFigures, Verdict};
 use crate::policy::snapshot::{CompiledGrant, CompiledServer, CompiledSession, Identity};
-use crate::policy::{DefaultDecision, Grant, Mode, RuleDecision, ToolRule, Trust};
+use crate::policy::{DefaultDecision, Grant, Mode, Primitive, Rule, RuleDecision, Trust};
 use crate::time::Timestamp;
 
 /// The session a tool call runs under, as far as the identity stage resolved it.
@@ -51,8 +51,8 @@ pub fn expired(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
 }
 
 /// The grant's rule for `tool`, if it has one.
-pub fn rule_for<'g>(grant: &'g Grant, tool: &str) -> Option<&'g ToolRule> {
-    grant.tool_rules.iter().find(|r| r.name == tool)
+pub fn rule_for<'g>(grant: &'g Grant, tool: &str) -> Option<&'g Rule> {
+    grant.rule_for(Primitive::Tool, tool)
 }
 
 /// A grant without rules, or with an allow rule for the tool, covers it (step 6).
@@ -102,7 +102,7 @@ pub fn decide_tool_call<'s>(
     };
 
     // 4: what the inventory says about the tool.
-    let facts = match server.tool(tool) {
+    let facts = match server.entry(Primitive::Tool, tool) {
         Some(t) => ToolFacts {
             required_trust: t.required_trust,
             side_effect: t.side_effect,

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use crate::policy::snapshot::{CompiledGrant, CompiledServer, CompiledSession, Identity};
-use crate::policy::{Mode, RiskLevel, SideEffect, Text, Trust};
+use crate::policy::{Mode, Primitive, RiskLevel, SideEffect, Text, Trust};
 
 /// Why a request was allowed or denied (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -15,6 +15,7 @@ pub enum Reason {
     RpcBodyTruncated,
     RpcBodyMissing,
     RpcAmbiguous,
+    RpcHeaderMismatch,
     PolicyUnavailable,
     MissingIdentity,
     MissingSession,
@@ -27,18 +28,25 @@ pub enum Reason {
     ToolNotGranted,
     ToolDenied,
     ToolSideEffectUnknown,
+    PromptNotGranted,
+    PromptDenied,
+    PromptUnknown,
+    ResourceNotGranted,
+    ResourceDenied,
+    ResourceUnknown,
     SideEffectNotAllowed,
     TrustTooLow,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Allowed,
         Reason::UnknownServer,
         Reason::RpcInspectionFailed,
         Reason::RpcBodyTruncated,
         Reason::RpcBodyMissing,
         Reason::RpcAmbiguous,
+        Reason::RpcHeaderMismatch,
         Reason::PolicyUnavailable,
         Reason::MissingIdentity,
         Reason::MissingSession,
@@ -51,6 +59,12 @@ impl Reason {
         Reason::ToolNotGranted,
         Reason::ToolDenied,
         Reason::ToolSideEffectUnknown,
+        Reason::PromptNotGranted,
+        Reason::PromptDenied,
+        Reason::PromptUnknown,
+        Reason::ResourceNotGranted,
+        Reason::ResourceDenied,
+        Reason::ResourceUnknown,
         Reason::SideEffectNotAllowed,
         Reason::TrustTooLow,
     ];
@@ -63,6 +77,7 @@ impl Reason {
             Reason::RpcBodyTruncated => "rpc_body_truncated",
             Reason::RpcBodyMissing => "rpc_body_missing",
             Reason::RpcAmbiguous => "rpc_ambiguous",
+            Reason::RpcHeaderMismatch => "rpc_header_mismatch",
             Reason::PolicyUnavailable => "policy_unavailable",
             Reason::MissingIdentity => "missing_identity",
             Reason::MissingSession => "missing_session",
@@ -75,6 +90,12 @@ impl Reason {
             Reason::ToolNotGranted => "tool_not_granted",
             Reason::ToolDenied => "tool_denied",
             Reason::ToolSideEffectUnknown => "tool_side_effect_unknown",
+            Reason::PromptNotGranted => "prompt_not_granted",
+            Reason::PromptDenied => "prompt_denied",
+            Reason::PromptUnknown => "prompt_unknown",
+            Reason::ResourceNotGranted => "resource_not_granted",
+            Reason::ResourceDenied => "resource_denied",
+            Reason::ResourceUnknown => "resource_unknown",
             Reason::SideEffectNotAllowed => "side_effect_not_allowed",
             Reason::TrustTooLow => "trust_too_low",
         }
@@ -90,6 +111,7 @@ impl Reason {
             | Reason::SessionExpired
             | Reason::InvalidSpiffeIdentity => 401,
             Reason::PolicyUnavailable => 503,
+            Reason::RpcHeaderMismatch => 400,
             _ => 403,
         }
     }
@@ -108,6 +130,9 @@ impl Reason {
             Reason::RpcBodyMissing => "The request body was not sent for authorization.",
             Reason::RpcAmbiguous => {
                 "The JSON-RPC message repeats a key that decides what is called, so it is ambiguous."
+            }
+            Reason::RpcHeaderMismatch => {
+                "The MCP routing headers do not match the JSON-RPC message they describe."
             }
             Reason::PolicyUnavailable => "No access policy is loaded yet.",
             Reason::MissingIdentity => "The request does not say who is calling.",
@@ -129,6 +154,16 @@ impl Reason {
             Reason::ToolSideEffectUnknown => {
                 "The tool's side effect is not declared, so it cannot be granted."
             }
+            Reason::PromptNotGranted => "No access grant of the caller covers this prompt.",
+            Reason::PromptDenied => "An access grant denies this prompt to the caller.",
+            Reason::PromptUnknown => {
+                "The prompt is not declared by this MCP server, so it cannot be granted."
+            }
+            Reason::ResourceNotGranted => "No access grant of the caller covers this resource.",
+            Reason::ResourceDenied => "An access grant denies this resource to the caller.",
+            Reason::ResourceUnknown => {
+                "The resource is not declared by this MCP server, so it cannot be granted."
+            }
             Reason::SideEffectNotAllowed => {
                 "The caller's grants do not allow this tool's side effect."
             }
@@ -145,9 +180,37 @@ impl Reason {
                 | Reason::ToolNotGranted
                 | Reason::ToolDenied
                 | Reason::ToolSideEffectUnknown
+                | Reason::PromptNotGranted
+                | Reason::PromptDenied
+                | Reason::PromptUnknown
+                | Reason::ResourceNotGranted
+                | Reason::ResourceDenied
+                | Reason::ResourceUnknown
                 | Reason::SideEffectNotAllowed
                 | Reason::TrustTooLow
         )
+    }
+
+    /// The step-6 and step-7 reasons of a primitive: not granted, denied by a rule, not
+    /// declared (SPEC §2 "The decision").
+    pub fn for_primitive(primitive: Primitive) -> [Reason; 3] {
+        match primitive {
+            Primitive::Tool => [
+                Reason::ToolNotGranted,
+                Reason::ToolDenied,
+                Reason::ToolSideEffectUnknown,
+            ],
+            Primitive::Prompt => [
+                Reason::PromptNotGranted,
+                Reason::PromptDenied,
+                Reason::PromptUnknown,
+            ],
+            Primitive::Resource => [
+                Reason::ResourceNotGranted,
+                Reason::ResourceDenied,
+                Reason::ResourceUnknown,
+            ],
+        }
     }
 }
 
@@ -175,7 +238,7 @@ pub struct TrustFigures {
     pub effective: Trust,
 }
 
-/// What the server's inventory says about the called tool (step 4).
+/// What the server's inventory says about the called tool, prompt or resource (step 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ToolFacts {
     pub required_trust: Trust,
@@ -183,15 +246,39 @@ pub struct ToolFacts {
     pub risk_level: Option<RiskLevel>,
 }
 
+/// What a call of a primitive's method names: the tool, prompt or resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub primitive: Primitive,
+    /// `params.name` (`params.uri` for resources) as sent, or "" when it is not a string.
+    pub name: Cow<'a, str>,
+}
+
 /// The JSON-RPC message a decision is about (the deciding element of a batch).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallInfo<'a> {
     pub method: Cow<'a, str>,
-    /// `Some` for a tool call: `params.name`, or "" when it is not a string.
-    pub tool: Option<Cow<'a, str>>,
+    /// `Some` when the method is one of a primitive's (SPEC §2 step 7), governed or not.
+    pub target: Option<Target<'a>>,
     /// The JSON-RPC id as text (a string's value, a number's JSON text).
     pub id: Option<Cow<'a, str>>,
+    /// The id exactly as sent (its JSON text), to answer with (`null` included).
+    pub id_json: Option<Cow<'a, str>>,
+    /// The message is an element of a batch.
+    pub in_batch: bool,
     pub traceparent: Option<Cow<'a, str>>,
+    /// `params._meta["io.modelcontextprotocol/protocolVersion"]`.
+    pub protocol_version: Option<Cow<'a, str>>,
+}
+
+impl CallInfo<'_> {
+    /// The target's name when the call is of `primitive`.
+    pub fn target_of(&self, primitive: Primitive) -> Option<&str> {
+        self.target
+            .as_ref()
+            .filter(|t| t.primitive == primitive)
+            .map(|t| &*t.name)
+    }
 }
 
 /// The outcome of one Check, with everything that explains it.

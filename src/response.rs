@@ -247,7 +247,10 @@ fn denied_body(decision: &Decision) -> std::borrow::Cow<'static, str> {
 /// The metadata Envoy passes to later filters and the access log, keys in byte order (as a
 /// `Struct`'s map is written by prost).
 fn dynamic_metadata(w: &mut Writer, decision: &Decision) {
-    let tool = decision.call.as_ref().and_then(|c| c.tool.as_deref());
+    let tool = decision
+        .call
+        .as_ref()
+        .and_then(|c| c.target_of(crate::policy::Primitive::Tool));
     for (key, value) in [
         ("decision", Some(decision.applied().as_str())),
         ("matched_grant", decision.grant_key()),

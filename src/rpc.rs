@@ -7,7 +7,8 @@
 
 use std::borrow::Cow;
 
-use crate::decision::{CallInfo, Reason};
+use crate::decision::{CallInfo, Reason, Target};
+use crate::policy::Primitive;
 use crate::request::Headers;
 
 const JSON: &[u8] = b"application/json";
@@ -171,13 +172,16 @@ impl<'a> TopObject<'a> {
             .method
             .filter(|m| !m.trim_matches([' ', '\t', '\r', '\n']).is_empty())
             .ok_or(Reason::RpcInspectionFailed)?;
-        let tool = matches!(method.as_ref(), "tools/call" | "call_tool")
-            .then(|| self.tool_name.unwrap_or(Cow::Borrowed("")));
+        let target = matches!(method.as_ref(), "tools/call" | "call_tool").then(|| Target {
+            primitive: Primitive::Tool,
+            name: self.tool_name.unwrap_or(Cow::Borrowed("")),
+        });
         Ok(Message::Request(CallInfo {
             method,
-            tool,
+            target,
             id: self.id,
             traceparent: self.traceparent,
+            ..CallInfo::default()
         }))
     }
 }
@@ -522,7 +526,7 @@ mod tests {
 
     fn tool(body: &str) -> Option<String> {
         match &messages(body).unwrap()[0] {
-            Message::Request(call) => call.tool.as_deref().map(str::to_string),
+            Message::Request(call) => call.target_of(Primitive::Tool).map(str::to_string),
             Message::Response => None,
         }
     }
@@ -535,7 +539,7 @@ mod tests {
             panic!()
         };
         assert_eq!(call.method, "tools/call");
-        assert_eq!(call.tool.as_deref(), Some("echo"));
+        assert_eq!(call.target_of(Primitive::Tool), Some("echo"));
         assert_eq!(call.id.as_deref(), Some("7"));
         assert_eq!(call.traceparent.as_deref(), Some("00-abc"));
     }

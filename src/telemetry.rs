@@ -240,7 +240,7 @@ impl AuditRecord {
                 caller.team.as_deref(),
                 decision.session_id.as_deref(),
                 call.map(|c| c.method.as_ref()),
-                call.and_then(|c| c.tool.as_deref()),
+                call.and_then(|c| c.target_of(crate::policy::Primitive::Tool)),
                 call.and_then(|c| c.id.as_deref()),
                 Some(input.method),
                 Some(input.path_only()),

@@ -854,7 +854,9 @@ fn batches_report_their_deciding_element() {
     assert_eq!(seen(&d), deny("side_effect_not_allowed", Some("ns/base")));
     assert_eq!(d.call.as_ref().and_then(|c| c.id.as_deref()), Some("2"));
     assert_eq!(
-        d.call.as_ref().and_then(|c| c.tool.as_deref()),
+        d.call
+            .as_ref()
+            .and_then(|c| c.target_of(mcp_authz::policy::Primitive::Tool)),
         Some("wipe")
     );
 

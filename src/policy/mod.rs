@@ -112,6 +112,49 @@ impl ServerMode {
 keyword_enum!(DefaultDecision { Allow => "allow", Deny => "deny" });
 keyword_enum!(RuleDecision { Allow => "allow", Deny => "deny" });
 keyword_enum!(AuthMode { Header => "header", Jwt => "jwt", Mtls => "mtls" });
+keyword_enum!(
+    /// The MCP primitives a server can govern (`policy.govern`; SPEC §2 "Which MCP call").
+    Primitive { Tool => "tools", Prompt => "prompts", Resource => "resources" }
+);
+keyword_enum!(
+    /// How a denial reaches the MCP client (`policy.denyAs`; SPEC §3).
+    DenyAs { HttpStatus => "http-status", JsonrpcError => "jsonrpc-error", ToolError => "tool-error" }
+);
+
+impl Primitive {
+    pub const ALL: [Primitive; 3] = [Primitive::Tool, Primitive::Prompt, Primitive::Resource];
+
+    /// The singular name: the dynamic-metadata key of the target and the word in messages.
+    pub fn key(self) -> &'static str {
+        match self {
+            Primitive::Tool => "tool",
+            Primitive::Prompt => "prompt",
+            Primitive::Resource => "resource",
+        }
+    }
+}
+
+/// The primitives a server decides; tools always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Governs {
+    pub prompts: bool,
+    pub resources: bool,
+}
+
+impl Governs {
+    pub const TOOLS_ONLY: Governs = Governs {
+        prompts: false,
+        resources: false,
+    };
+
+    pub fn contains(self, primitive: Primitive) -> bool {
+        match primitive {
+            Primitive::Tool => true,
+            Primitive::Prompt => self.prompts,
+            Primitive::Resource => self.resources,
+        }
+    }
+}
 
 /// The identity fields of a grant or session subject, or of a caller. Empty means absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,10 +170,15 @@ impl Subject {
     }
 }
 
+/// One entry of a server's inventory: a tool, a prompt or a resource.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Tool {
+pub struct Entry {
+    /// The tool or prompt name; for a resource its `uri` or `uriPrefix` in canonical form.
     pub name: String,
+    /// A resource's `uriPrefix`: every URI starting with `name`.
+    pub prefix: bool,
     pub required_trust: Trust,
+    /// `None` when not declared; prompts and resources are `read`.
     pub side_effect: Option<SideEffect>,
     pub risk_level: Option<RiskLevel>,
 }
@@ -165,19 +213,60 @@ pub struct Server {
     pub key: ObjectKey,
     pub ingress_path: String,
     pub team_id: Option<String>,
-    pub tools: Vec<Tool>,
+    pub tools: Vec<Entry>,
+    pub prompts: Vec<Entry>,
+    pub resources: Vec<Entry>,
     pub auth: Auth,
     pub mode: Mode,
     pub default_decision: DefaultDecision,
     pub policy_version: Text,
+    pub govern: Governs,
+    pub deny_as: DenyAs,
     pub session_required: bool,
 }
 
+impl Server {
+    /// The inventory of one primitive.
+    pub fn entries(&self, primitive: Primitive) -> &[Entry] {
+        match primitive {
+            Primitive::Tool => &self.tools,
+            Primitive::Prompt => &self.prompts,
+            Primitive::Resource => &self.resources,
+        }
+    }
+}
+
+/// A grant's rule for a tool, a prompt or a resource.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolRule {
+pub struct Rule {
+    /// The tool or prompt name; for a resource its `uri` or `uriPrefix` in canonical form.
     pub name: String,
+    /// A resource rule's `uriPrefix`.
+    pub prefix: bool,
     pub decision: RuleDecision,
     pub required_trust: Trust,
+}
+
+/// The entry for `target` among `entries`: the one named exactly so, else the longest prefix
+/// entry that `target` starts with (only resources have prefix entries). Rules and inventories
+/// are looked up alike.
+pub fn lookup<'e, T>(
+    entries: &'e [T],
+    target: &str,
+    key: impl Fn(&T) -> (&str, bool),
+) -> Option<&'e T> {
+    entries
+        .iter()
+        .find(|e| key(e) == (target, false))
+        .or_else(|| {
+            entries
+                .iter()
+                .filter(|e| {
+                    let (name, prefix) = key(e);
+                    prefix && target.starts_with(name)
+                })
+                .max_by_key(|e| key(e).0.len())
+        })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -187,11 +276,29 @@ pub struct Grant {
     pub subject: Subject,
     pub max_trust: Trust,
     pub allowed_side_effects: Vec<SideEffect>,
-    pub tool_rules: Vec<ToolRule>,
+    pub tool_rules: Vec<Rule>,
+    pub prompt_rules: Vec<Rule>,
+    pub resource_rules: Vec<Rule>,
     pub disabled: bool,
     pub expires_at: Option<Timestamp>,
     pub policy_version: Option<Text>,
     pub mode: Mode,
+}
+
+impl Grant {
+    /// The rules for one primitive; empty covers every target of it.
+    pub fn rules(&self, primitive: Primitive) -> &[Rule] {
+        match primitive {
+            Primitive::Tool => &self.tool_rules,
+            Primitive::Prompt => &self.prompt_rules,
+            Primitive::Resource => &self.resource_rules,
+        }
+    }
+
+    /// The grant's rule for `target` (resources: in canonical form), if it has one.
+    pub fn rule_for(&self, primitive: Primitive, target: &str) -> Option<&Rule> {
+        lookup(self.rules(primitive), target, |r| (&r.name, r.prefix))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::load::PolicySet;
-use super::{Grant, Server, Session, Subject, Text, Tool};
+use super::{Entry, Grant, Primitive, Server, Session, Subject, Text, lookup};
 
 /// A caller's identity as resolved from the request; empty strings never appear here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,7 +76,8 @@ pub struct CompiledSession {
 #[derive(Debug)]
 pub struct CompiledServer {
     pub server: Server,
-    tools: HashMap<String, usize>,
+    /// Inventory entries named exactly, per primitive (indexes into the server's lists).
+    exact: [HashMap<String, usize>; 3],
     /// This server's grants in byte order of `namespace/name`.
     pub grants: Vec<CompiledGrant>,
     /// Grant indexes by the first non-empty field of their effective subject.
@@ -88,8 +89,17 @@ pub struct CompiledServer {
 }
 
 impl CompiledServer {
-    pub fn tool(&self, name: &str) -> Option<&Tool> {
-        self.tools.get(name).map(|&i| &self.server.tools[i])
+    /// What the inventory says about `target` (SPEC §2 step 4): the entry named exactly so,
+    /// else (resources) the longest `uriPrefix` it starts with.
+    pub fn entry(&self, primitive: Primitive, target: &str) -> Option<&Entry> {
+        let entries = self.server.entries(primitive);
+        match self.exact[primitive as usize].get(target) {
+            Some(&i) => Some(&entries[i]),
+            None if primitive == Primitive::Resource => {
+                lookup(entries, target, |e| (&e.name, e.prefix))
+            }
+            None => None,
+        }
     }
 
     /// Grants whose subject matches the caller, in byte order of `namespace/name`.
@@ -169,12 +179,15 @@ impl Snapshot {
             .servers
             .into_iter()
             .map(|server| CompiledServer {
-                tools: server
-                    .tools
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (t.name.clone(), i))
-                    .collect(),
+                exact: Primitive::ALL.map(|p| {
+                    server
+                        .entries(p)
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| !e.prefix)
+                        .map(|(i, e)| (e.name.clone(), i))
+                        .collect()
+                }),
                 server,
                 grants: Vec::new(),
                 by_human: HashMap::new(),

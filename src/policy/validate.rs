@@ -8,8 +8,9 @@ use std::fmt;
 
 use super::yaml::{Document, Node, Value, YamlError};
 use super::{
-    API_VERSION, Auth, AuthMode, DefaultDecision, Grant, Kind, Mode, ObjectKey, RiskLevel,
-    RuleDecision, Server, ServerMode, Session, SideEffect, Subject, Tool, ToolRule, Trust,
+    API_VERSION, Auth, AuthMode, DefaultDecision, DenyAs, Entry, Governs, Grant, Kind, Mode,
+    ObjectKey, RiskLevel, Rule, RuleDecision, Server, ServerMode, Session, SideEffect, Subject,
+    Trust,
 };
 use crate::time::Timestamp;
 
@@ -613,7 +614,7 @@ impl Reader<'_> {
             None => format!("/{}/mcp", key.name),
         };
         let team_id = self.opt_string(&fields, "teamID", "spec");
-        let mut tools: Vec<Tool> = Vec::new();
+        let mut tools: Vec<Entry> = Vec::new();
         for (i, node) in self.seq(&fields, "tools", "spec").iter().enumerate() {
             let path = format!("spec.tools[{i}]");
             let f = self.fields(
@@ -651,8 +652,9 @@ impl Reader<'_> {
             );
             let risk_level =
                 self.keyword(&f, "riskLevel", &path, RiskLevel::parse, RiskLevel::choices);
-            tools.push(Tool {
+            tools.push(Entry {
                 name,
+                prefix: false,
                 required_trust,
                 side_effect,
                 risk_level,
@@ -706,10 +708,14 @@ impl Reader<'_> {
             ingress_path,
             team_id,
             tools,
+            prompts: Vec::new(),
+            resources: Vec::new(),
             auth: auth?,
             mode,
             default_decision,
             policy_version,
+            govern: Governs::TOOLS_ONLY,
+            deny_as: DenyAs::HttpStatus,
             session_required,
         })
     }
@@ -847,7 +853,7 @@ impl Reader<'_> {
                 ),
             }
         }
-        let mut tool_rules: Vec<ToolRule> = Vec::new();
+        let mut tool_rules: Vec<Rule> = Vec::new();
         for (i, node) in self.seq(&fields, "toolRules", "spec").iter().enumerate() {
             let path = format!("spec.toolRules[{i}]");
             let f = self.fields(node, &path, &["name", "decision", "requiredTrust"], true);
@@ -873,8 +879,9 @@ impl Reader<'_> {
             let required_trust = self
                 .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::choices)
                 .unwrap_or(Trust::Low);
-            tool_rules.push(ToolRule {
+            tool_rules.push(Rule {
                 name,
+                prefix: false,
                 decision,
                 required_trust,
             });
@@ -894,6 +901,8 @@ impl Reader<'_> {
             max_trust,
             allowed_side_effects,
             tool_rules,
+            prompt_rules: Vec::new(),
+            resource_rules: Vec::new(),
             disabled,
             expires_at,
             policy_version,
