@@ -912,3 +912,145 @@ fn every_problem_of_prompts_resources_govern_and_deny_as() {
         );
     }
 }
+
+#[test]
+fn prompts_resources_govern_and_deny_as_load() {
+    use mcp_authz::policy::{DenyAs, Entry, Governs, Primitive, RiskLevel, Rule, RuleDecision};
+    use mcp_authz::policy::{SideEffect, Trust};
+    let text = format!(
+        "{HEAD}kind: MCPServer
+metadata: {{name: docs, namespace: kb}}
+spec:
+  tools:
+    - {{name: search, sideEffect: read}}
+  prompts:
+    - {{name: summarize, requiredTrust: MEDIUM, riskLevel: low, description: d, labels: {{a: b}}, arguments: [{{name: topic, required: true}}]}}
+    - {{name: greet, arguments: whatever}}
+  resources:
+    - {{uri: \"kb://handbook/./intro\", name: Handbook, mimeType: text/markdown, labels: [x]}}
+    - {{uriPrefix: \"kb://tickets/\", requiredTrust: high}}
+    - {{uri: \"kb://tickets/\", description: the index itself}}
+  policy: {{govern: [Tools, resources, PROMPTS], denyAs: JSONRPC-Error}}
+---
+{HEAD}kind: MCPServer
+metadata: {{name: plain, namespace: kb}}
+spec:
+  policy: {{govern: [tools], denyAs: tool-error}}
+---
+{HEAD}kind: MCPServer
+metadata: {{name: defaults, namespace: kb}}
+---
+{HEAD}kind: MCPAccessGrant
+metadata: {{name: readers, namespace: kb}}
+spec:
+  serverRef: {{name: docs}}
+  subject: {{agentID: reader-bot}}
+  promptRules:
+    - {{name: summarize, requiredTrust: medium}}
+    - {{name: greet, decision: deny}}
+  resourceRules:
+    - {{uri: \"kb://handbook/%69ntro\"}}
+    - {{uriPrefix: \"kb://tickets/\", decision: DENY}}
+    - {{uri: \"kb://tickets/\"}}
+"
+    );
+    let set = match load_files(&[("p.yaml", text.as_bytes())]) {
+        Ok(set) => set,
+        Err(e) => panic!("{:#?}", e.problems()),
+    };
+    let server = |name: &str| set.servers.iter().find(|s| &*s.key.name == name).unwrap();
+    let entry = |name: &str, prefix: bool, required_trust: Trust, risk_level| Entry {
+        name: name.into(),
+        prefix,
+        required_trust,
+        side_effect: Some(SideEffect::Read),
+        risk_level,
+    };
+    let docs = server("docs");
+    assert_eq!(
+        docs.govern,
+        Governs {
+            prompts: true,
+            resources: true
+        }
+    );
+    assert_eq!(docs.deny_as, DenyAs::JsonrpcError);
+    assert_eq!(
+        docs.prompts,
+        [
+            entry("summarize", false, Trust::Medium, Some(RiskLevel::Low)),
+            entry("greet", false, Trust::Low, None),
+        ]
+    );
+    assert_eq!(
+        docs.resources,
+        [
+            entry("kb://handbook/intro", false, Trust::Low, None),
+            entry("kb://tickets/", true, Trust::High, None),
+            entry("kb://tickets/", false, Trust::Low, None),
+        ]
+    );
+    assert_eq!(docs.entries(Primitive::Tool)[0].name, "search");
+    assert_eq!(
+        (server("plain").govern, server("plain").deny_as),
+        (Governs::TOOLS_ONLY, DenyAs::ToolError)
+    );
+    assert_eq!(
+        (server("defaults").govern, server("defaults").deny_as),
+        (Governs::TOOLS_ONLY, DenyAs::HttpStatus)
+    );
+    let rule = |name: &str, prefix: bool, decision, required_trust| Rule {
+        name: name.into(),
+        prefix,
+        decision,
+        required_trust,
+    };
+    let grant = &set.grants[0];
+    assert_eq!(
+        grant.prompt_rules,
+        [
+            rule("summarize", false, RuleDecision::Allow, Trust::Medium),
+            rule("greet", false, RuleDecision::Deny, Trust::Low),
+        ]
+    );
+    assert_eq!(
+        grant.resource_rules,
+        [
+            rule("kb://handbook/intro", false, RuleDecision::Allow, Trust::Low),
+            rule("kb://tickets/", true, RuleDecision::Deny, Trust::Low),
+            rule("kb://tickets/", false, RuleDecision::Allow, Trust::Low),
+        ]
+    );
+    assert!(grant.tool_rules.is_empty());
+    // Rules are found by the canonical form of the called URI.
+    assert_eq!(
+        grant
+            .rule_for(Primitive::Resource, "kb://tickets/7")
+            .map(|r| r.decision),
+        Some(RuleDecision::Deny)
+    );
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+}
+
+#[test]
+fn the_conformance_primitives_policy_loads_without_problems() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/policies");
+    let text = fs::read(dir.join("primitives.yaml")).unwrap();
+    let set = match load_files(&[("primitives.yaml", &text)]) {
+        Ok(set) => set,
+        Err(e) => panic!("{:#?}", e.problems()),
+    };
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+    let docs = set
+        .servers
+        .iter()
+        .find(|s| s.key.full.as_ref() == "kb/docs")
+        .unwrap();
+    assert!(docs.govern.prompts && docs.govern.resources);
+    assert_eq!(
+        (docs.prompts.len(), docs.resources.len()),
+        (2, 3),
+        "{docs:?}"
+    );
+    assert_eq!(set.grants.len(), 4);
+}
