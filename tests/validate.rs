@@ -1016,7 +1016,12 @@ spec:
     assert_eq!(
         grant.resource_rules,
         [
-            rule("kb://handbook/intro", false, RuleDecision::Allow, Trust::Low),
+            rule(
+                "kb://handbook/intro",
+                false,
+                RuleDecision::Allow,
+                Trust::Low
+            ),
             rule("kb://tickets/", true, RuleDecision::Deny, Trust::Low),
             rule("kb://tickets/", false, RuleDecision::Allow, Trust::Low),
         ]

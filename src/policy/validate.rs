@@ -648,7 +648,13 @@ impl Reader<'_> {
                 self.fields(
                     n,
                     "spec.policy",
-                    &["mode", "defaultDecision", "policyVersion", "govern", "denyAs"],
+                    &[
+                        "mode",
+                        "defaultDecision",
+                        "policyVersion",
+                        "govern",
+                        "denyAs",
+                    ],
                     true,
                 )
             })
