@@ -159,6 +159,11 @@ fn kubernetes_manifests_keep_their_promises() {
     assert_eq!(pdb["kind"], Value::from("PodDisruptionBudget"));
 
     let mesh = &documents(&deploy().join("istio/mesh-config.yaml"))[0];
+    assert_eq!(
+        mesh["spec"]["meshConfig"]["pathNormalization"]["normalization"],
+        Value::from("DECODE_AND_MERGE_SLASHES"),
+        "sidecars must route, authorize and forward on one normalized path"
+    );
     let provider = &mesh["spec"]["meshConfig"]["extensionProviders"][0];
     assert_eq!(
         provider["envoyExtAuthzGrpc"]["failOpen"],
