@@ -294,12 +294,21 @@ async fn undecodable_request_is_invalid_argument() {
     assert_eq!(metadata_str(&response, "decision"), Some("allow"));
 }
 
+/// The shared vectors `tests/conformance` copies, beside the checkout.
+const SHARED_VECTORS: &str = "../shared/conformance-v2";
+
 /// `tests/conformance` is a copy of the shared vectors; it must not drift from them.
 #[test]
 fn the_copy_matches_the_shared_vectors() {
-    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance-v2");
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SHARED_VECTORS);
     if !shared.is_dir() {
-        eprintln!("no ../shared/conformance-v2 beside the checkout: nothing to compare");
+        // CI always lays shared/ beside the checkout: there a missing copy is a failure, not a
+        // comparison that silently did not happen.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no {SHARED_VECTORS} beside the checkout in CI"
+        );
+        eprintln!("no {SHARED_VECTORS} beside the checkout: nothing to compare");
         return;
     }
     fn files(root: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
@@ -330,6 +339,6 @@ fn the_copy_matches_the_shared_vectors() {
         .collect();
     assert!(
         differing.is_empty(),
-        "tests/conformance differs from ../shared/conformance-v2 (copy it again): {differing:?}"
+        "tests/conformance differs from {SHARED_VECTORS} (copy it again): {differing:?}"
     );
 }
