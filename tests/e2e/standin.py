@@ -76,7 +76,8 @@ class Denier:
             await self.app(scope, upstream.replay(messages, receive), send)
             return
         status, answer = denial(form, call, reason)
-        data = json.dumps(answer).encode()
+        # Compact, as mcp-authz writes it.
+        data = json.dumps(answer, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})

@@ -19,7 +19,7 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
-mcp = MCPServer("mcp-authz-e2e")
+mcp = MCPServer("mcp-authz-e2e", log_level="WARNING")
 
 
 @mcp.tool()
