@@ -576,7 +576,11 @@ fn through_envoy(response: &str) {
                 .collect();
             match call.expect {
                 Expect::Allowed(_) => {
-                    assert_eq!(agents.len(), 3, "one per client: {context}");
+                    assert_eq!(
+                        (calls.len(), agents.len()),
+                        (3, 3),
+                        "one per client: {context}"
+                    );
                     assert!(
                         calls
                             .iter()
@@ -585,7 +589,11 @@ fn through_envoy(response: &str) {
                     );
                 }
                 Expect::WouldDeny(reason, _) => {
-                    assert_eq!(agents.len(), 3, "one per client: {context}");
+                    assert_eq!(
+                        (calls.len(), agents.len()),
+                        (3, 3),
+                        "one per client: {context}"
+                    );
                     for r in &calls {
                         assert_eq!(r["headers"]["x-would-deny"], "true", "{context}");
                         assert_eq!(r["headers"]["x-would-deny-reason"], reason, "{context}");
@@ -736,6 +744,68 @@ fn header_and_body_mismatch_is_refused() {
         let seen = stack.seen(deny_as);
         assert_eq!(seen.len(), 1, "{path}: {seen:#?}");
         assert_eq!(seen[0]["name"], "search");
+    }
+}
+
+#[test]
+fn denial_bodies_through_envoy() {
+    let stack = Stack::start("json");
+    let call = |id: &str, tool: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}"}}}}"#
+        )
+    };
+    for deny_as in DenyAs::ALL {
+        let path = deny_as.path();
+
+        // An identity denial is in the JSON-RPC form too, `required_headers` in its data.
+        let (status, reply) = post(stack.envoy.port, &path, &[], &call(r#""no-id""#, "search"));
+        let context = format!("{path}: {status} {reply}");
+        let reply: Value = serde_json::from_str(&reply).unwrap_or_default();
+        assert_eq!(reply["id"], "no-id", "{context}");
+        if deny_as == DenyAs::ToolError {
+            assert_eq!(status, 200, "{context}");
+            assert_eq!(reply["result"]["isError"], true, "{context}");
+            assert_eq!(reply["result"]["resultType"], "complete", "{context}");
+            let meta = &reply["result"]["_meta"];
+            assert_eq!(meta["mcp-authz/reason"], "missing_identity", "{context}");
+            let text = reply["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(text.ends_with("(missing_identity)"), "{context}");
+        } else {
+            assert_eq!(
+                status,
+                if deny_as == DenyAs::HttpStatus {
+                    401
+                } else {
+                    200
+                },
+                "{context}"
+            );
+            assert_eq!(reply["error"]["code"], -32003, "{context}");
+            assert_eq!(
+                reply["error"]["data"]["reason"], "missing_identity",
+                "{context}"
+            );
+            let required = reply["error"]["data"]["required_headers"].as_array();
+            assert_eq!(required.map(Vec::len), Some(4), "{context}");
+        }
+
+        // A batch, or a request with `id: null`, keeps the plain body and its status.
+        let batch = format!("[{}]", call("7", "delete_records"));
+        for body in [batch, call("null", "delete_records")] {
+            let (status, reply) = post(stack.envoy.port, &path, &AGENT, &body);
+            let context = format!("{path} {body}: {status} {reply}");
+            assert_eq!(status, 403, "{context}");
+            let reply: Value = serde_json::from_str(&reply).unwrap_or_default();
+            assert_eq!(reply["error"], "tool_denied", "{context}");
+            assert!(reply.get("jsonrpc").is_none(), "{context}");
+        }
+        assert!(
+            stack.seen(deny_as).is_empty(),
+            "a denial got through on {path}"
+        );
     }
 }
 
