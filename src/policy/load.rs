@@ -28,10 +28,18 @@ pub struct PolicySet {
     pub warnings: Vec<Problem>,
 }
 
+/// Stack of the thread that loads a policy set. Parsing bounds nesting, so loading needs little;
+/// the margin is for a recursion no bound foresaw, which then has room to finish instead of
+/// overflowing (an overflow aborts the process: no panic to catch).
+const LOAD_STACK_BYTES: usize = 64 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("the policy set is invalid ({} problems)", .0.iter().filter(|p| p.severity == Severity::Error).count())]
     Invalid(Vec<Problem>),
+    /// A bug met while loading: the set is refused like an invalid one, and the process lives on.
+    #[error("loading the policy set failed: {}", .0.message)]
+    Failed(Problem),
 }
 
 impl LoadError {
@@ -39,6 +47,7 @@ impl LoadError {
     pub fn problems(&self) -> &[Problem] {
         match self {
             LoadError::Invalid(problems) => problems,
+            LoadError::Failed(problem) => std::slice::from_ref(problem),
         }
     }
 }
@@ -52,10 +61,20 @@ struct Entry {
 
 /// Loads the files and directories in `paths` as one set.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<PolicySet, LoadError> {
+    let paths: Vec<&Path> = paths.iter().map(AsRef::as_ref).collect();
+    let shown = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    isolated(&shown, || read_paths(&paths))
+}
+
+fn read_paths(paths: &[&Path]) -> Result<PolicySet, LoadError> {
     let mut problems = Vec::new();
     let mut entries = Vec::new();
     for root in paths {
-        collect_root(root.as_ref(), &mut entries, &mut problems);
+        collect_root(root, &mut entries, &mut problems);
     }
     let mut files = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -80,15 +99,56 @@ pub struct File {
 
 /// Loads in-memory files as one set (tests, fuzzing, tools); `display` is the relative path.
 pub fn load_files(files: &[(&str, &[u8])]) -> Result<PolicySet, LoadError> {
-    let files = files
+    let shown = files
         .iter()
-        .map(|(name, bytes)| File {
-            relative: name.to_string(),
-            display: name.to_string(),
-            bytes: bytes.to_vec(),
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    isolated(&shown, || {
+        let files = files
+            .iter()
+            .map(|(name, bytes)| File {
+                relative: name.to_string(),
+                display: name.to_string(),
+                bytes: bytes.to_vec(),
+            })
+            .collect();
+        build(files, Vec::new())
+    })
+}
+
+/// Runs `load` on a thread of its own with a [`LOAD_STACK_BYTES`] stack, and turns a panic in it
+/// into a [`LoadError`] on `shown` (the inputs as named to the user): a reload then fails and the
+/// last good set keeps serving, `validate` reports it, and nothing crashes.
+fn isolated<F>(shown: &str, load: F) -> Result<PolicySet, LoadError>
+where
+    F: FnOnce() -> Result<PolicySet, LoadError> + Send,
+{
+    let failed = |message: String| {
+        LoadError::Failed(Problem {
+            severity: Severity::Error,
+            file: shown.to_string(),
+            line: 0,
+            object: None,
+            field: None,
+            message,
         })
-        .collect();
-    build(files, Vec::new())
+    };
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("policy-load".into())
+            .stack_size(LOAD_STACK_BYTES)
+            .spawn_scoped(scope, load)
+            .map_err(|e| failed(format!("cannot start the loading thread: {e}")))?;
+        thread.join().unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(failed(format!("loading panicked: {reason}")))
+        })
+    })
 }
 
 /// Hashes, parses and validates `files`; `problems` are those found while reading them.
@@ -259,4 +319,43 @@ fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 15)] as char);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_loading_is_a_problem() {
+        let err = isolated("a.yaml, dir", || -> Result<PolicySet, LoadError> {
+            panic!("boom at {}", 7)
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "loading the policy set failed: loading panicked: boom at 7"
+        );
+        let shown: Vec<String> = err.problems().iter().map(Problem::to_string).collect();
+        assert_eq!(shown, ["a.yaml, dir: loading panicked: boom at 7"]);
+        assert_eq!(err.problems()[0].severity, Severity::Error);
+    }
+
+    #[test]
+    fn loading_runs_on_a_stack_larger_than_a_default_thread_has() {
+        // About 20 MB of frames: a 2 MiB default thread stack would overflow and abort.
+        fn descend(levels: u64) -> u64 {
+            let frame = std::hint::black_box([levels; 16]);
+            if levels == 0 {
+                0
+            } else {
+                1 + descend(frame[3] - 1)
+            }
+        }
+        let set = isolated("deep", || {
+            assert_eq!(descend(100_000), 100_000);
+            build(Vec::new(), Vec::new())
+        })
+        .unwrap();
+        assert_eq!(set.files, 0);
+    }
 }

@@ -5,8 +5,8 @@
 //! style can tell. Aliases are expanded here under a node budget, so an alias bomb is an error
 //! and not an exhausted machine.
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
+use yaml_rust2::parser::{Event, Parser, Tag};
+use yaml_rust2::scanner::TScalarStyle;
 
 /// Most nodes one file may expand to, aliases included.
 pub const MAX_NODES: usize = 1_000_000;
@@ -183,136 +183,119 @@ fn is_yaml_number(text: &str) -> bool {
 }
 
 /// Parses every document of `text`. A syntax error ends the file: YAML cannot resynchronise.
+///
+/// The parser is pulled one event at a time rather than driven by `Parser::load`, which recurses
+/// once per nesting level: nesting is counted here, so hostile depth is an error before the
+/// stack can suffer. yaml-rust2's parser keeps its states on a heap stack and its scanner is
+/// iterative, so pulling events never recurses.
 pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
-    if let Some(line) = too_deep(text) {
-        return Err(YamlError {
-            line,
-            message: format!("nesting deeper than {MAX_DEPTH} levels"),
-        });
-    }
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    let result = parser.load(&mut builder, true);
-    if let Some(error) = builder.error {
-        return Err(error);
-    }
-    result.map_err(|e| YamlError {
-        line: e.marker().line(),
-        message: e.info().to_string(),
-    })?;
-    Ok(builder.documents)
-}
-
-/// A cheap pre-scan for flow nesting (`[[[[…`) that would recurse deeply in the parser: the
-/// line of the first place that opens more than [`MAX_DEPTH`] levels. Block nesting is bounded
-/// by indentation and checked while building.
-fn too_deep(text: &str) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut line = 1;
-    let mut quote: Option<u8> = None;
-    let mut comment = false;
-    let mut prev = b'\n';
-    for &b in text.as_bytes() {
-        if b == b'\n' {
-            line += 1;
-            comment = false;
-        } else if comment {
-        } else if let Some(q) = quote {
-            if b == q && (q == b'\'' || prev != b'\\') {
-                quote = None;
-            }
-        } else {
-            match b {
-                b'#' if prev.is_ascii_whitespace() => comment = true,
-                b'"' | b'\''
-                    if matches!(prev, b' ' | b'\t' | b'\n' | b'[' | b'{' | b',' | b':') =>
-                {
-                    quote = Some(b)
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| {
+            let line = e.marker().line();
+            if e.info() == SCANNER_FLOW_LIMIT {
+                too_deep(line)
+            } else {
+                YamlError {
+                    line,
+                    message: e.info().to_string(),
                 }
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > MAX_DEPTH {
-                        return Some(line);
-                    }
-                }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
             }
+        })?;
+        if event == Event::StreamEnd {
+            return Ok(builder.documents);
         }
-        prev = if prev == b'\\' && b == b'\\' { 0 } else { b };
+        builder.on_event(event, mark.line())?;
     }
-    None
 }
 
-enum Frame {
-    Seq(usize, Vec<Node>, usize),
-    Map(usize, Vec<(Node, Node)>, Option<Node>, usize),
+/// How yaml-rust2's scanner refuses more than 255 open flow collections. It reads a whole flow
+/// collection ahead (to tell whether it is a key) before the parser emits its first event, so
+/// past that depth this error comes before the events the builder counts.
+const SCANNER_FLOW_LIMIT: &str = "recursion limit exceeded";
+
+fn too_deep(line: usize) -> YamlError {
+    YamlError {
+        line,
+        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+    }
+}
+
+/// A collection being built. `size` (nodes, itself included) and `height` (collection levels,
+/// itself included) grow as children arrive, so an anchored collection is measured without a
+/// walk over it.
+struct Frame {
+    line: usize,
+    anchor: usize,
+    size: usize,
+    height: usize,
+    content: Content,
+}
+
+enum Content {
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>, Option<Node>),
+}
+
+/// A node defined under an anchor, with its size and height for the aliases that repeat it.
+struct Anchored {
+    id: usize,
+    node: Node,
+    size: usize,
+    height: usize,
 }
 
 #[derive(Default)]
 struct Builder {
     documents: Vec<Document>,
     stack: Vec<Frame>,
-    anchors: Vec<(usize, Node, usize)>,
+    anchors: Vec<Anchored>,
     doc_line: usize,
     root: Option<Node>,
     nodes: usize,
-    error: Option<YamlError>,
 }
 
 impl Builder {
-    fn fail(&mut self, line: usize, message: String) {
-        if self.error.is_none() {
-            self.error = Some(YamlError { line, message });
-        }
-    }
-
-    fn count(&mut self, n: usize, line: usize) -> bool {
+    fn count(&mut self, n: usize, line: usize) -> Result<(), YamlError> {
         self.nodes = self.nodes.saturating_add(n);
         if self.nodes > MAX_NODES {
-            self.fail(
+            return Err(YamlError {
                 line,
-                format!("more than {MAX_NODES} nodes (aliases expanded): refusing to load"),
-            );
-            return false;
+                message: format!(
+                    "more than {MAX_NODES} nodes (aliases expanded): refusing to load"
+                ),
+            });
         }
-        true
+        Ok(())
     }
 
-    fn push_node(&mut self, node: Node, anchor: usize, size: usize) {
+    /// Places a finished node in its parent (or as the root).
+    fn push_node(&mut self, node: Node, anchor: usize, size: usize, height: usize) {
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone(), size));
+            self.anchors.push(Anchored {
+                id: anchor,
+                node: node.clone(),
+                size,
+                height,
+            });
         }
-        match self.stack.last_mut() {
-            None => self.root = Some(node),
-            Some(Frame::Seq(_, items, _)) => items.push(node),
-            Some(Frame::Map(_, entries, key, _)) => match key.take() {
+        let Some(parent) = self.stack.last_mut() else {
+            self.root = Some(node);
+            return;
+        };
+        parent.size = parent.size.saturating_add(size);
+        parent.height = parent.height.max(height + 1);
+        match &mut parent.content {
+            Content::Seq(items) => items.push(node),
+            Content::Map(entries, key) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => entries.push((k, node)),
             },
         }
     }
-}
 
-fn size_of(node: &Node) -> usize {
-    match &node.value {
-        Value::Scalar(_) => 1,
-        Value::Seq(items) => 1 + items.iter().map(size_of).sum::<usize>(),
-        Value::Map(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| size_of(k) + size_of(v))
-                .sum::<usize>()
-        }
-    }
-}
-
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, event: Event, mark: Marker) {
-        if self.error.is_some() {
-            return;
-        }
-        let line = mark.line();
+    fn on_event(&mut self, event: Event, line: usize) -> Result<(), YamlError> {
         match event {
             Event::DocumentStart => {
                 self.doc_line = line;
@@ -324,9 +307,7 @@ impl MarkedEventReceiver for Builder {
                 root: self.root.take(),
             }),
             Event::Scalar(text, style, anchor, tag) => {
-                if !self.count(1, line) {
-                    return;
-                }
+                self.count(1, line)?;
                 let tagged_str = tag.as_ref().is_some_and(is_str_tag);
                 let plain = style == TScalarStyle::Plain && tag.is_none();
                 let node = Node {
@@ -337,59 +318,60 @@ impl MarkedEventReceiver for Builder {
                         tagged_str,
                     }),
                 };
-                self.push_node(node, anchor, 1);
+                self.push_node(node, anchor, 1, 0);
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if self.stack.len() >= MAX_DEPTH {
-                    self.fail(line, format!("nesting deeper than {MAX_DEPTH} levels"));
-                    return;
+                    return Err(too_deep(line));
                 }
-                if !self.count(1, line) {
-                    return;
-                }
-                let frame = if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq(line, Vec::new(), anchor)
+                self.count(1, line)?;
+                let content = if matches!(event, Event::SequenceStart(..)) {
+                    Content::Seq(Vec::new())
                 } else {
-                    Frame::Map(line, Vec::new(), None, anchor)
+                    Content::Map(Vec::new(), None)
                 };
-                self.stack.push(frame);
+                self.stack.push(Frame {
+                    line,
+                    anchor,
+                    size: 1,
+                    height: 1,
+                    content,
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq(line, items, anchor)) => (
-                        Node {
-                            line,
-                            value: Value::Seq(items),
-                        },
-                        anchor,
-                    ),
-                    Some(Frame::Map(line, entries, _, anchor)) => (
-                        Node {
-                            line,
-                            value: Value::Map(entries),
-                        },
-                        anchor,
-                    ),
-                    None => return,
+                let Some(frame) = self.stack.pop() else {
+                    return Ok(());
                 };
-                let size = if anchor > 0 { size_of(&node) } else { 0 };
-                self.push_node(node, anchor, size);
+                let value = match frame.content {
+                    Content::Seq(items) => Value::Seq(items),
+                    Content::Map(entries, _) => Value::Map(entries),
+                };
+                let node = Node {
+                    line: frame.line,
+                    value,
+                };
+                self.push_node(node, frame.anchor, frame.size, frame.height);
             }
             Event::Alias(id) => {
-                let Some((_, node, size)) = self.anchors.iter().rev().find(|(a, ..)| *a == id)
-                else {
-                    self.fail(line, "unknown alias".to_string());
-                    return;
+                let Some(anchored) = self.anchors.iter().rev().find(|a| a.id == id) else {
+                    return Err(YamlError {
+                        line,
+                        message: "unknown alias".to_string(),
+                    });
                 };
-                let (mut node, size) = (node.clone(), *size);
-                if !self.count(size, line) {
-                    return;
+                // An alias repeats its anchor's whole depth where it stands.
+                if self.stack.len() + anchored.height > MAX_DEPTH {
+                    return Err(too_deep(line));
                 }
+                let (mut node, size, height) =
+                    (anchored.node.clone(), anchored.size, anchored.height);
+                self.count(size, line)?;
                 node.line = line;
-                self.push_node(node, 0, size);
+                self.push_node(node, 0, size, height);
             }
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
+        Ok(())
     }
 }
 
@@ -461,6 +443,126 @@ mod tests {
         assert!(parse(&ok).is_ok());
         let quoted = format!("a: \"{}\"\n", "[".repeat(1000));
         assert!(parse(&quoted).is_ok());
+    }
+
+    /// Collection levels of a node: what [`MAX_DEPTH`] bounds.
+    fn height(node: &Node) -> usize {
+        match &node.value {
+            Value::Scalar(_) => 0,
+            Value::Seq(items) => 1 + items.iter().map(height).max().unwrap_or(0),
+            Value::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|(k, v)| height(k).max(height(v)))
+                    .max()
+                    .unwrap_or(0)
+            }
+        }
+    }
+
+    fn flow_mixed(levels: usize) -> String {
+        let open: String = (0..levels)
+            .map(|i| if i % 2 == 0 { "[" } else { "{a: " })
+            .collect();
+        let close: String = (0..levels)
+            .rev()
+            .map(|i| if i % 2 == 0 { "]" } else { "}" })
+            .collect();
+        format!("{open}x{close}")
+    }
+
+    /// Documents whose root nests `levels` collections, and the line the 65th level opens on.
+    /// Indented block mappings grow quadratically, so they stop at 5,000 levels (12.5 MB).
+    fn nested(levels: usize) -> Vec<(&'static str, String, usize)> {
+        let indented = levels.min(5_000);
+        let block_map: String = (0..indented - 1)
+            .map(|i| format!("{}a:\n", " ".repeat(i)))
+            .chain([format!("{}a: x\n", " ".repeat(indented - 1))])
+            .collect();
+        let block = levels / 2;
+        let mixed = format!(
+            "{}{}{}\n",
+            "? - ".repeat(block / 2),
+            "- ".repeat(block % 2),
+            flow_mixed(levels - block)
+        );
+        // The root sequence, then the anchored collection repeated inside the alias's own.
+        let inner = levels / 2;
+        let outer = levels - 1 - inner;
+        let aliased = format!(
+            "- &x {}x{}\n- {}*x{}\n",
+            "[".repeat(inner),
+            "]".repeat(inner),
+            "[".repeat(outer),
+            "]".repeat(outer)
+        );
+        let anchored = format!("- &x\n  {}x\n- *x\n", "- ".repeat(levels - 1));
+        vec![
+            ("block sequence", format!("{}x\n", "- ".repeat(levels)), 1),
+            ("block mapping", block_map, MAX_DEPTH + 1),
+            (
+                "compact block mapping",
+                format!("{}x\n", "? ".repeat(levels)),
+                1,
+            ),
+            (
+                "flow sequence",
+                format!("{}{}\n", "[".repeat(levels), "]".repeat(levels)),
+                1,
+            ),
+            (
+                "flow mapping",
+                format!("{}x{}\n", "{a: ".repeat(levels), "}".repeat(levels)),
+                1,
+            ),
+            ("mixed block and flow", mixed, 1),
+            ("deep inside an anchor", anchored, 2),
+            ("anchor repeated by an alias", aliased, 2),
+        ]
+    }
+
+    #[test]
+    fn nesting_is_bounded_at_max_depth_in_every_construct() {
+        for (construct, text, _) in nested(MAX_DEPTH) {
+            let docs = parse(&text).unwrap_or_else(|e| panic!("{construct}: {e:?}"));
+            let root = docs[0].root.as_ref().unwrap();
+            assert_eq!(height(root), MAX_DEPTH, "{construct}");
+        }
+        for (construct, text, line) in nested(MAX_DEPTH + 1) {
+            let err = parse(&text).unwrap_err();
+            let expected = YamlError {
+                line,
+                message: "nesting deeper than 64 levels".into(),
+            };
+            assert_eq!(err, expected, "{construct}");
+        }
+    }
+
+    /// The test thread's small stack is the point: any recursion per level would overflow it.
+    #[test]
+    fn hostile_depth_is_refused_without_recursion() {
+        for (construct, text, _) in nested(100_000) {
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.message, "nesting deeper than 64 levels", "{construct}");
+        }
+    }
+
+    #[test]
+    fn aliases_cannot_stack_depth() {
+        let mut chain = format!("a0: &a0 {}x{}\n", "[".repeat(60), "]".repeat(60));
+        for i in 1..200 {
+            let prev = i - 1;
+            chain.push_str(&format!(
+                "a{i}: &a{i} {}*a{prev}{}\n",
+                "[".repeat(60),
+                "]".repeat(60)
+            ));
+        }
+        let err = parse(&chain).unwrap_err();
+        assert_eq!(
+            (err.line, err.message.as_str()),
+            (2, "nesting deeper than 64 levels")
+        );
     }
 
     #[test]
