@@ -180,7 +180,8 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
             (audit, Some(exporter))
         }
         None => {
-            let (audit, worker) = Audit::start_log(metrics.spans_dropped(), output, lines);
+            let (audit, worker) = Audit::start_log(metrics.spans_dropped(), output, lines)
+                .context("cannot start the audit log thread")?;
             (audit, Some(worker))
         }
     };

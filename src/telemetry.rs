@@ -366,25 +366,32 @@ pub struct Audit {
 impl Audit {
     /// Logs each decision as a text line instead of exporting it; the worker ends with the
     /// last `Audit`.
-    pub fn log_only() -> Self {
+    pub fn log_only() -> std::io::Result<Self> {
         let (audit, worker) =
-            Self::start_log(Counter::default(), Output::default(), LineFormat::default());
+            Self::start_log(Counter::default(), Output::default(), LineFormat::default())?;
         // Detached: the worker thread ends when the last sender is gone.
         drop(worker);
-        audit
+        Ok(audit)
     }
 
     /// Logs each decision on a background thread, one `format` line each, written to `output`
     /// batch by batch; drops are counted in `dropped`.
-    pub fn start_log(dropped: Counter, output: Output, format: LineFormat) -> (Audit, AuditWorker) {
+    pub fn start_log(
+        dropped: Counter,
+        output: Output,
+        format: LineFormat,
+    ) -> std::io::Result<(Audit, AuditWorker)> {
         let (queue, records) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
         let stop = Arc::new(AtomicBool::new(false));
         let (reporter, stopping) = (Reporter::new(dropped.clone()), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
             .name("audit-log".into())
-            .spawn(move || log_worker(&records, &stopping, &output, format, reporter))
-            .ok();
-        (Audit { queue, dropped }, AuditWorker { stop, thread })
+            .spawn(move || log_worker(&records, &stopping, &output, format, reporter))?;
+        let worker = AuditWorker {
+            stop,
+            thread: Some(thread),
+        };
+        Ok((Audit { queue, dropped }, worker))
     }
 
     /// Records one Check. Never blocks, never formats and never wakes the worker: the worker

@@ -1,8 +1,10 @@
 //! Hot reload against the running binary: every kind of change flips the same Check, invalid
-//! updates keep the last good set, ConfigMap swaps, SIGHUP, and reloads under load.
+//! updates keep the last good set, ConfigMap swaps, SIGHUP, reloads under load, a stream of
+//! renames and writes in place.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,11 +41,13 @@ async fn answer(channel: &Channel, agent: &str) -> (String, String, String) {
     verdict(&check_raw(channel, request).await.expect("Check answers"))
 }
 
-/// Polls until `agent`'s answer has `reason`; returns how long that took.
+/// Polls until `agent`'s answer has `reason` (or comes from the grant so named); returns how
+/// long that took.
 async fn until(channel: &Channel, agent: &str, reason: &str, what: &str) -> Duration {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(5) {
-        if answer(channel, agent).await.1 == reason {
+        let (_, got, grant) = answer(channel, agent).await;
+        if got == reason || grant == reason {
             let took = started.elapsed();
             println!("reload latency, {what}: {} ms", took.as_millis());
             return took;
@@ -311,4 +315,248 @@ async fn the_watch_re_arms_when_the_directory_is_replaced() {
     // The new directory is watched in turn.
     fs::write(dir.join("grants.yaml"), grant("g1", "a1", "allow")).unwrap();
     until(&channel, "a1", "allowed", "edit after the replacement").await;
+}
+
+/// A set's single grant, named after its generation, so each answer says which set decided it.
+fn generation(n: usize) -> String {
+    grant(&format!("gen{n}"), "a1", "allow")
+}
+
+/// The revision the service reports for `server.yaml` with generation `n`'s grants.
+fn generation_revision(n: usize) -> String {
+    let grants = generation(n);
+    mcp_authz::policy::load_files(&[
+        ("grants.yaml", grants.as_bytes()),
+        ("server.yaml", SERVER.as_bytes()),
+    ])
+    .expect("each generation is valid")
+    .revision
+}
+
+/// The revision of every "policy reloaded" line so far.
+fn installed_revisions(server: &Server) -> Vec<String> {
+    server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("policy reloaded"))
+        .filter_map(|line| {
+            let start = line.find("revision=")? + "revision=".len();
+            line[start..].split_whitespace().next().map(str::to_string)
+        })
+        .collect()
+}
+
+/// Pauses between writes: 50 to 150 ms, varied.
+fn pause(n: usize) -> Duration {
+    Duration::from_millis(50 + (n as u64 * 37) % 101)
+}
+
+/// What Checks saw while the writes went on: the generations that answered, and every answer
+/// no written generation gives.
+type Seen = (BTreeSet<usize>, Vec<(String, String, String)>);
+
+/// Checks from 8 tasks until `writing` is cleared.
+fn start_callers(
+    channel: &Channel,
+    writing: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Seen>> {
+    (0..8)
+        .map(|_| {
+            let (channel, writing) = (channel.clone(), Arc::clone(writing));
+            tokio::spawn(async move {
+                let (mut generations, mut strays) = (BTreeSet::new(), Vec::new());
+                while writing.load(Ordering::Relaxed) {
+                    let seen = answer(&channel, "a1").await;
+                    let n = seen
+                        .2
+                        .strip_prefix("ns/gen")
+                        .and_then(|n| n.parse::<usize>().ok());
+                    match n {
+                        Some(n) if seen.1 == "allowed" => {
+                            // Only what was answered before the writes stopped counts.
+                            if writing.load(Ordering::Relaxed) {
+                                generations.insert(n);
+                            }
+                        }
+                        _ => strays.push(seen),
+                    }
+                }
+                (generations, strays)
+            })
+        })
+        .collect()
+}
+
+async fn gather(callers: Vec<tokio::task::JoinHandle<Seen>>) -> Seen {
+    let (mut generations, mut strays) = (BTreeSet::new(), Vec::new());
+    for caller in callers {
+        let (g, s) = caller.await.expect("a caller panicked");
+        generations.extend(g);
+        strays.extend(s);
+    }
+    (generations, strays)
+}
+
+/// A sync loop or controller replacing its files by rename, each every 50–150 ms on its own
+/// schedule, changed or not: sets are installed while the stream lasts, not only once it
+/// stops, and each is one that was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_renames_installs_new_sets_while_it_lasts() {
+    let dir = scratch_dir("reload-churn");
+    fs::write(dir.join("server.yaml"), SERVER).unwrap();
+    fs::write(dir.join("grants.yaml"), generation(0)).unwrap();
+    let server = Server::start(&dir, &[]);
+    let channel = server.channel().await;
+    assert_eq!(answer(&channel, "a1").await.2, "ns/gen0");
+
+    let writing = Arc::new(AtomicBool::new(true));
+    let callers = start_callers(&channel, &writing);
+    // The same server file, replaced all the while: it changes no revision.
+    let (path, flag) = (dir.join("server.yaml"), Arc::clone(&writing));
+    let unchanged = tokio::task::spawn_blocking(move || {
+        let mut n = 0;
+        while flag.load(Ordering::Relaxed) {
+            n += 1;
+            write_atomically(&path, SERVER);
+            std::thread::sleep(pause(n + 50));
+        }
+    });
+    let (path, flag) = (dir.join("grants.yaml"), Arc::clone(&writing));
+    let written = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut n = 0;
+        while started.elapsed() < Duration::from_secs(5) {
+            n += 1;
+            write_atomically(&path, &generation(n));
+            std::thread::sleep(pause(n));
+        }
+        flag.store(false, Ordering::Relaxed);
+        n
+    })
+    .await
+    .unwrap();
+    unchanged.await.unwrap();
+    // The sets installed while the writes went on, other than the first.
+    let first = generation_revision(0);
+    let during: BTreeSet<_> = installed_revisions(&server)
+        .into_iter()
+        .filter(|revision| *revision != first)
+        .collect();
+    let (generations, strays) = gather(callers).await;
+    println!(
+        "{written} sets written; {} new ones installed and generations {generations:?} answered during the writes",
+        during.len()
+    );
+    assert!(
+        strays.is_empty(),
+        "answers no written set gives: {:?}",
+        &strays[..strays.len().min(3)]
+    );
+    // One a second is due (MAX_DELAY and a read); a third of that is a generous bound.
+    assert!(
+        during.len() >= 3,
+        "only {} new sets installed during 5 s of renames",
+        during.len()
+    );
+    let new: Vec<_> = generations.iter().filter(|&&n| n > 0).collect();
+    assert!(
+        new.len() >= 2,
+        "Checks saw only generations {generations:?} during the writes"
+    );
+    let revisions: Vec<_> = (0..=written).map(generation_revision).collect();
+    for revision in installed_revisions(&server) {
+        assert!(
+            revisions.contains(&revision),
+            "installed `{revision}`, which was never written"
+        );
+    }
+    until(
+        &channel,
+        "a1",
+        &format!("ns/gen{written}"),
+        "the last write",
+    )
+    .await;
+}
+
+/// Truncates `path` and writes `text` in two halves, calling `meanwhile` and pausing between
+/// them: a reader then finds half a file, and right after the truncation an empty one (no
+/// grant).
+fn write_in_place_slowly(path: &Path, text: &str, meanwhile: impl FnOnce()) {
+    use std::io::Write;
+    let mut file = fs::File::create(path).unwrap();
+    let (head, tail) = text.split_at(text.len() / 2);
+    file.write_all(head.as_bytes()).unwrap();
+    meanwhile();
+    std::thread::sleep(Duration::from_millis(20));
+    file.write_all(tail.as_bytes()).unwrap();
+}
+
+/// Truncate-then-write in place, with a SIGHUP forcing a read in the middle of each write: no
+/// half-written or empty file is ever installed (it would answer `no_matching_grant`, be
+/// rejected, or show a revision never written), and the last write is served once they stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_in_place_never_install_a_torn_set() {
+    let dir = scratch_dir("reload-in-place");
+    fs::write(dir.join("server.yaml"), SERVER).unwrap();
+    fs::write(dir.join("grants.yaml"), generation(0)).unwrap();
+    let server = Server::start(&dir, &[]);
+    let channel = server.channel().await;
+
+    let writing = Arc::new(AtomicBool::new(true));
+    let callers = start_callers(&channel, &writing);
+    let path = dir.join("grants.yaml");
+    let flag = Arc::clone(&writing);
+    let pid = server.child.id().to_string();
+    let written = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut n = 0;
+        while started.elapsed() < Duration::from_secs(5) {
+            n += 1;
+            // A forced reload while the file is half-written.
+            write_in_place_slowly(&path, &generation(n), || {
+                let hup = std::process::Command::new("kill")
+                    .args(["-HUP", &pid])
+                    .status();
+                assert!(hup.unwrap().success());
+            });
+            std::thread::sleep(pause(n));
+        }
+        flag.store(false, Ordering::Relaxed);
+        n
+    })
+    .await
+    .unwrap();
+    let (generations, strays) = gather(callers).await;
+    let installed = installed_revisions(&server);
+    println!(
+        "{written} sets written in place; {} installed; generations {generations:?} answered",
+        installed.len()
+    );
+    assert!(
+        strays.is_empty(),
+        "torn answers: {:?}",
+        &strays[..strays.len().min(3)]
+    );
+    assert_eq!(
+        server.count_log("policy reload rejected"),
+        0,
+        "a torn read was rejected"
+    );
+    let revisions: Vec<_> = (0..=written).map(generation_revision).collect();
+    for revision in &installed {
+        assert!(
+            revisions.contains(revision),
+            "installed `{revision}`, which was never written"
+        );
+    }
+    until(
+        &channel,
+        "a1",
+        &format!("ns/gen{written}"),
+        "the last write",
+    )
+    .await;
 }

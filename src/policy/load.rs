@@ -90,6 +90,16 @@ fn read_paths(paths: &[&Path]) -> Result<PolicySet, LoadError> {
     build(files, problems)
 }
 
+/// The files [`load_paths`] reads for `paths`, in the same order, leaving out what cannot be
+/// listed: a reload stamps them before and after its read to tell whether they changed.
+pub fn policy_files<P: AsRef<Path>>(paths: &[P]) -> Vec<PathBuf> {
+    let (mut entries, mut problems) = (Vec::new(), Vec::new());
+    for root in paths {
+        collect_root(root.as_ref(), &mut entries, &mut problems);
+    }
+    entries.into_iter().map(|entry| entry.path).collect()
+}
+
 /// One policy file's content, named by its path relative to its root.
 pub struct File {
     pub relative: String,
