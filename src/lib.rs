@@ -12,6 +12,7 @@
 //! - [`time`]: RFC 3339 timestamps.
 //! - [`request`]: the CheckRequest as plain borrowed data (headers, body, claims, principal).
 //! - [`rpc`]: JSON-RPC inspection: body limits, strict JSON, batches, ambiguity.
+//! - [`uri`]: the canonical form resource URIs are matched in.
 //! - [`identity`]: header | jwt | mtls → the caller and their session.
 //! - [`decide`]: the decision for one tool call (steps 1–9, monitor-mode grants).
 //! - [`check`]: the whole Check: server selection, batches, service/server monitor mode.
@@ -51,3 +52,4 @@ pub mod service;
 pub mod settings;
 pub mod telemetry;
 pub mod time;
+pub mod uri;

@@ -40,6 +40,17 @@ struct Expect {
     matched_session: Option<String>,
     mcp_server: Option<String>,
     tool: Option<String>,
+    prompt: Option<String>,
+    resource: Option<String>,
+    body: Option<Body>,
+}
+
+/// The denied body's expected form (SPEC §3).
+#[derive(Debug, Deserialize)]
+struct Body {
+    form: String,
+    id: Option<serde_json::Value>,
+    code: Option<i64>,
 }
 
 fn cases() -> Vec<Case> {
@@ -70,6 +81,8 @@ fn verify(case: &Case, response: &CheckResponse) -> Vec<String> {
         ("matched_session", e.matched_session.as_ref()),
         ("mcp_server", e.mcp_server.as_ref()),
         ("tool", e.tool.as_ref()),
+        ("prompt", e.prompt.as_ref()),
+        ("resource", e.resource.as_ref()),
     ] {
         if let Some(want) = want {
             let got = metadata_str(response, key);
@@ -148,11 +161,9 @@ fn verify(case: &Case, response: &CheckResponse) -> Vec<String> {
             );
             match serde_json::from_str::<serde_json::Value>(&denied.body) {
                 Ok(body) => {
-                    check(
-                        body["error"] == e.reason.as_str(),
-                        format!("body error {}", body["error"]),
-                    );
-                    check(body["message"].is_string(), "body has no message".into());
+                    for failure in verify_body(e, &body) {
+                        check(false, failure);
+                    }
                 }
                 Err(err) => check(false, format!("body is not JSON: {err}")),
             }
@@ -162,10 +173,78 @@ fn verify(case: &Case, response: &CheckResponse) -> Vec<String> {
     failures
 }
 
+/// The denied body in the form the case expects (`plain` when it names none).
+fn verify_body(e: &Expect, body: &serde_json::Value) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            failures.push(what);
+        }
+    };
+    let form = e.body.as_ref().map_or("plain", |b| b.form.as_str());
+    let id = e.body.as_ref().and_then(|b| b.id.as_ref());
+    if form != "plain" {
+        check(
+            body["jsonrpc"] == "2.0",
+            format!("jsonrpc {}", body["jsonrpc"]),
+        );
+        check(
+            id.is_some_and(|id| &body["id"] == id),
+            format!("id {} != {id:?}", body["id"]),
+        );
+    }
+    match form {
+        "plain" => {
+            check(
+                body["error"] == e.reason.as_str(),
+                format!("body error {}", body["error"]),
+            );
+            check(body["message"].is_string(), "body has no message".into());
+        }
+        "jsonrpc" => {
+            let error = &body["error"];
+            let code = e.body.as_ref().and_then(|b| b.code);
+            check(
+                code.is_some_and(|c| error["code"] == c),
+                format!("error code {} != {code:?}", error["code"]),
+            );
+            check(
+                error["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "error has no message".into(),
+            );
+            check(
+                error["data"]["reason"] == e.reason.as_str(),
+                format!("error.data.reason {}", error["data"]["reason"]),
+            );
+        }
+        "tool-error" => {
+            let result = &body["result"];
+            check(
+                result["resultType"] == "complete",
+                format!("resultType {}", result["resultType"]),
+            );
+            check(result["isError"] == true, "isError is not true".into());
+            check(
+                result["content"][0]["type"] == "text"
+                    && result["content"][0]["text"]
+                        .as_str()
+                        .is_some_and(|t| !t.is_empty()),
+                format!("content {}", result["content"]),
+            );
+            check(
+                result["_meta"]["mcp-authz/reason"] == e.reason.as_str(),
+                format!("_meta {}", result["_meta"]),
+            );
+        }
+        other => check(false, format!("unknown body form `{other}`")),
+    }
+    failures
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_vector_through_the_running_binary() {
     let cases = cases();
-    assert!(cases.len() >= 48, "the corpus shrank: {}", cases.len());
+    assert!(cases.len() >= 80, "the corpus shrank: {}", cases.len());
     let server = Server::start(&conformance_dir().join("policies"), &[]);
     let channel = server.channel().await;
     let mut failures = Vec::new();
@@ -215,12 +294,21 @@ async fn undecodable_request_is_invalid_argument() {
     assert_eq!(metadata_str(&response, "decision"), Some("allow"));
 }
 
+/// The shared vectors `tests/conformance` copies, beside the checkout.
+const SHARED_VECTORS: &str = "../shared/conformance-v2";
+
 /// `tests/conformance` is a copy of the shared vectors; it must not drift from them.
 #[test]
 fn the_copy_matches_the_shared_vectors() {
-    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SHARED_VECTORS);
     if !shared.is_dir() {
-        eprintln!("no ../shared/conformance beside the checkout: nothing to compare");
+        // CI always lays shared/ beside the checkout: there a missing copy is a failure, not a
+        // comparison that silently did not happen.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no {SHARED_VECTORS} beside the checkout in CI"
+        );
+        eprintln!("no {SHARED_VECTORS} beside the checkout: nothing to compare");
         return;
     }
     fn files(root: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
@@ -251,6 +339,6 @@ fn the_copy_matches_the_shared_vectors() {
         .collect();
     assert!(
         differing.is_empty(),
-        "tests/conformance differs from ../shared/conformance (copy it again): {differing:?}"
+        "tests/conformance differs from {SHARED_VECTORS} (copy it again): {differing:?}"
     );
 }

@@ -67,24 +67,72 @@ fn assert_validates(path: &Path) {
 fn shipped_policies_validate_and_the_configmap_matches_them() {
     assert_validates(&deploy().join("policies"));
 
-    let configmap = &documents(&deploy().join("kubernetes/configmap.yaml"))[0];
-    let dir = scratch_dir("deploy-configmap");
-    let data = configmap["data"].as_mapping().unwrap();
-    for (name, text) in data {
-        std::fs::write(dir.join(name.as_str().unwrap()), text.as_str().unwrap()).unwrap();
-    }
+    let dir = configmap_files("deploy-configmap", |_, text| text.to_string());
     assert_validates(&dir);
+    assert_eq!(
+        differing_kinds(&dir),
+        Vec::<&str>::new(),
+        "the ConfigMap differs from deploy/policies"
+    );
+}
 
+/// The ConfigMap's files, each passed through `edit(name, text)`, in a scratch directory.
+fn configmap_files(scratch: &str, edit: impl Fn(&str, &str) -> String) -> PathBuf {
+    let configmap = &documents(&deploy().join("kubernetes/configmap.yaml"))[0];
+    let dir = scratch_dir(scratch);
+    for (name, text) in configmap["data"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        std::fs::write(dir.join(name), edit(name, text.as_str().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// The kinds of policy object whose loaded contents differ between `deploy/policies` and `dir`.
+fn differing_kinds(dir: &Path) -> Vec<&'static str> {
     let shipped = load_paths(&[deploy().join("policies")]).unwrap();
     let mapped = load_paths(&[dir]).unwrap();
-    assert_eq!(
-        shipped.servers, mapped.servers,
-        "ConfigMap servers differ from deploy/policies"
-    );
-    assert_eq!(
-        shipped.grants, mapped.grants,
-        "ConfigMap grants differ from deploy/policies"
-    );
+    [
+        ("servers", shipped.servers == mapped.servers),
+        ("grants", shipped.grants == mapped.grants),
+        ("sessions", shipped.sessions == mapped.sessions),
+    ]
+    .into_iter()
+    .filter_map(|(kind, same)| (!same).then_some(kind))
+    .collect()
+}
+
+#[test]
+fn the_configmap_comparison_sees_every_kind() {
+    // deploy/policies holds no session today, so a passing ConfigMap test alone does not show
+    // that sessions are compared: change each kind in the ConfigMap and see it reported.
+    let session = "mode: monitor\n---\napiVersion: mcpruntime.org/v1alpha1\nkind: MCPAgentSession\nmetadata: {name: extra, namespace: mcp}\nspec: {serverRef: {name: demo}, subject: {agentID: support-bot}}\n";
+    let cases = [
+        (
+            "servers.yaml",
+            "requiredTrust: low",
+            "requiredTrust: high",
+            "servers",
+        ),
+        (
+            "grants.yaml",
+            "maxTrust: medium",
+            "maxTrust: high",
+            "grants",
+        ),
+        ("grants.yaml", "mode: monitor\n", session, "sessions"),
+    ];
+    for (file, from, to, kind) in cases {
+        let dir = configmap_files(&format!("deploy-configmap-{kind}"), |name, text| {
+            if name != file {
+                return text.to_string();
+            }
+            let edited = text.replacen(from, to, 1);
+            assert_ne!(edited, text, "{name} has no `{from}`");
+            edited
+        });
+        assert_validates(&dir);
+        assert_eq!(differing_kinds(&dir), [kind], "{file}: `{from}` → `{to}`");
+    }
 }
 
 #[test]
@@ -111,6 +159,11 @@ fn kubernetes_manifests_keep_their_promises() {
     assert_eq!(pdb["kind"], Value::from("PodDisruptionBudget"));
 
     let mesh = &documents(&deploy().join("istio/mesh-config.yaml"))[0];
+    assert_eq!(
+        mesh["spec"]["meshConfig"]["pathNormalization"]["normalization"],
+        Value::from("DECODE_AND_MERGE_SLASHES"),
+        "sidecars must route, authorize and forward on one normalized path"
+    );
     let provider = &mesh["spec"]["meshConfig"]["extensionProviders"][0];
     assert_eq!(
         provider["envoyExtAuthzGrpc"]["failOpen"],

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{Server, scratch_dir};
+use mcp_authz::policy::{Snapshot, load_paths};
 use serde_json::Value;
 
 const ENVOY_VERSION: &str = "1.40.0";
@@ -335,7 +336,8 @@ impl Envoy {
     }
 
     fn wait_access_log(&self, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Envoy writes its access log out every 10 s (the bootstrap's default flush interval).
+        let deadline = Instant::now() + Duration::from_secs(20);
         while self.access_log().len() < count && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -659,4 +661,172 @@ async fn envoy_and_mcp_authz_spans_share_one_trace() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What Envoy does with a request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate<'a> {
+    /// Routed, authorized and forwarded as this path.
+    Reaches(&'a str),
+    /// Routed and authorized, and denied by mcp-authz with this reason.
+    Denied(&'a str),
+    /// Refused by Envoy with 400 before ext_authz: an escaped slash or backslash.
+    Refused,
+}
+
+/// Paths that read as one MCP server to a prefix match and as another once resolved: dot
+/// segments (plain and percent-encoded), doubled slashes, escaped slashes and backslashes, an
+/// escaped letter and a `;` parameter, on the path-matched route and on the
+/// `context_extensions` route (`/v2/gateway/rpc`). Without Envoy's path normalization,
+/// `/demo/mcp/../other/mcp` was authorized for `mcp/demo` and forwarded unchanged.
+const PATH_VARIANTS: [(&str, Fate<'static>); 20] = [
+    ("/demo/mcp", Fate::Reaches("/demo/mcp")),
+    ("/demo/mcp/../other/mcp", Fate::Denied("unknown_server")),
+    ("/demo/mcp/..", Fate::Denied("unknown_server")),
+    ("/demo/mcp/%2E%2E/other/mcp", Fate::Denied("unknown_server")),
+    ("/demo/mcp/./x", Fate::Reaches("/demo/mcp/x")),
+    ("/other/../demo/mcp", Fate::Reaches("/demo/mcp")),
+    ("//demo/mcp", Fate::Reaches("/demo/mcp")),
+    ("/demo//mcp", Fate::Reaches("/demo/mcp")),
+    ("/demo/%6dcp", Fate::Reaches("/demo/mcp")),
+    ("/demo%2Fmcp", Fate::Refused),
+    ("/demo%2fmcp", Fate::Refused),
+    ("/demo/mcp%2F..%2Fother", Fate::Refused),
+    ("/demo/mcp/..%2Fother", Fate::Refused),
+    ("/demo/mcp%5C..%5Cother", Fate::Refused),
+    (
+        "/v2/gateway/rpc/../../../other/mcp",
+        Fate::Denied("unknown_server"),
+    ),
+    ("/v2/gateway/rpc/..%2F..%2F..%2Fother", Fate::Refused),
+    ("//v2/gateway/rpc", Fate::Reaches("/demo/mcp")),
+    ("/v2/gateway//rpc", Fate::Reaches("/demo/mcp")),
+    ("/x/../v2/gateway/rpc", Fate::Reaches("/demo/mcp")),
+    ("/demo/mcp;x", Fate::Denied("unknown_server")),
+];
+
+/// A path every party reads the same way: no empty, `.` or `..` segment, nothing escaped that
+/// could become one, no backslash.
+fn is_plain(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    !["%2f", "%5c", "%2e", "\\"]
+        .iter()
+        .any(|s| lower.contains(s))
+        && path
+            .split('/')
+            .skip(1)
+            .all(|segment| !matches!(segment, "" | "." | ".."))
+}
+
+/// One variant as sent, with Envoy's reply.
+struct Sent<'v> {
+    method: &'v str,
+    path: &'v str,
+    fate: Fate<'v>,
+    request_id: String,
+    reply: Reply,
+}
+
+/// Sends every variant to one listener, each with its own `x-request-id`.
+fn send_variants<'v>(
+    port: u16,
+    (method, headers, body): (&'v str, &[(&str, &str)], &str),
+    variants: &[(&'v str, Fate<'v>)],
+) -> Vec<Sent<'v>> {
+    variants
+        .iter()
+        .enumerate()
+        .map(|(i, &(path, fate))| {
+            let request_id = format!("{port}-{i}");
+            let mut with_id = headers.to_vec();
+            with_id.push(("x-request-id", &request_id));
+            let reply = request(port, method, path, &with_id, body);
+            Sent {
+                method,
+                path,
+                fate,
+                request_id,
+                reply,
+            }
+        })
+        .collect()
+}
+
+/// What went wrong: a fate other than the expected one, or a request that reached the upstream
+/// on a path that does not select the server mcp-authz authorized it for.
+fn path_disagreements(sent: &[Sent], log: &[Value], received: &[Received]) -> Vec<String> {
+    let policies = Snapshot::compile(load_paths(&[manifest().join("deploy/policies")]).unwrap());
+    let mut wrong = Vec::new();
+    for Sent {
+        method,
+        path,
+        fate,
+        request_id,
+        reply,
+    } in sent
+    {
+        let Some(line) = log.iter().find(|l| l["request_id"] == request_id.as_str()) else {
+            wrong.push(format!("{method} {path}: no access log line"));
+            continue;
+        };
+        let reached: Vec<&str> = received
+            .iter()
+            .filter(|r| r.headers.get("x-request-id") == Some(request_id))
+            .map(|r| r.path.as_str())
+            .collect();
+        let decided = line["mcp_server"].as_str();
+        let got = match (reply.status, reached.as_slice()) {
+            (200, [seen]) => {
+                let by_path = policies
+                    .server_for_path(seen.split('?').next().unwrap_or_default())
+                    .map(|s| s.server.key.full.to_string());
+                if !is_plain(seen) {
+                    wrong.push(format!(
+                        "{method} {path}: authorized for {decided:?} by prefix, forwarded as `{seen}`, which the upstream may resolve to another server's path"
+                    ));
+                } else if by_path.as_deref() != decided {
+                    wrong.push(format!(
+                        "{method} {path}: authorized for {decided:?}, forwarded as `{seen}`, the path of {by_path:?}"
+                    ));
+                }
+                Some(Fate::Reaches(seen))
+            }
+            (401 | 403, []) if line["decision"] == "deny" => {
+                line["reason"].as_str().map(Fate::Denied)
+            }
+            // Refused before ext_authz: mcp-authz was not asked.
+            (400, []) if line["decision"].is_null() => Some(Fate::Refused),
+            _ => None,
+        };
+        if got != Some(*fate) {
+            wrong.push(format!(
+                "{method} {path}: {got:?}, not {fate:?} (status {}, upstream saw {reached:?}, log {line})",
+                reply.status
+            ));
+        }
+    }
+    wrong
+}
+
+#[test]
+fn envoy_routes_authorizes_and_forwards_one_normalized_path() {
+    let (upstream, _authz, envoy) = stack();
+    // Trusted agents call a tool; on the public listener (no identity) an SSE GET, which needs
+    // none, shows the same routing. The public listener has no `context_extensions` route.
+    let call = tools_call("search");
+    let public: Vec<_> = PATH_VARIANTS
+        .into_iter()
+        .filter(|(path, _)| !path.contains("/v2/gateway"))
+        .collect();
+    let mut sent = send_variants(envoy.agents, ("POST", &SUPPORT, &call), &PATH_VARIANTS);
+    sent.extend(send_variants(envoy.public, ("GET", &[], ""), &public));
+    let log = envoy.wait_access_log(sent.len());
+    let received = upstream.received.lock().unwrap().clone();
+    let wrong = path_disagreements(&sent, &log, &received);
+    assert!(
+        wrong.is_empty(),
+        "{} disagreements:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }

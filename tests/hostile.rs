@@ -74,9 +74,26 @@ async fn hostile_requests_get_a_decision_in_bounded_memory() {
     assert_eq!(reason(&response), "side_effect_not_allowed");
     assert_eq!(metadata_str(&response, "tool"), Some("delete_row"));
 
-    let rss = peak_rss_mib(server.child.id()).max(peak_rss_mib(server_limit.child.id()));
-    println!("peak RSS after hostile requests: {rss:.1} MiB");
-    assert!(rss < 256.0, "memory is not bounded: {rss:.1} MiB");
+    // Measured (debug build): ~42 MiB for the first server, which holds the 10 MiB CheckRequest
+    // while decoding it, ~19 MiB for the batch. The bounds leave room for allocator noise, not
+    // for another copy of the body.
+    let (headers_and_body, batch) = (
+        peak_rss_mib(server.child.id()),
+        peak_rss_mib(server_limit.child.id()),
+    );
+    println!(
+        "peak RSS after hostile requests: {headers_and_body:.1} MiB (headers, body), {batch:.1} MiB (batch)"
+    );
+    for (what, rss, bound) in [
+        ("headers and body", headers_and_body, 64.0),
+        ("batch", batch, 32.0),
+    ] {
+        assert!(rss > 0.0, "{what}: no peak RSS read");
+        assert!(
+            rss <= bound,
+            "{what}: memory is not bounded: {rss:.1} MiB > {bound} MiB"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

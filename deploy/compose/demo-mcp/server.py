@@ -8,6 +8,8 @@ import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOOLS = ["search", "summarize", "create_ticket", "delete_ticket"]
+PROMPTS = ["triage_summary", "escalation_letter"]
+RESOURCES = ["tickets://handbook", "tickets://open/1042", "tickets://open/vip/7"]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -22,8 +24,10 @@ class Handler(BaseHTTPRequestHandler):
         marks = {k: v for k, v in self.headers.items() if k.lower().startswith("x-would-deny")}
         print(f"{self.path} {message.get('method')} {json.dumps(marks)}", flush=True)
         method = message.get("method")
+        params = message.get("params") or {}
         if method == "initialize":
-            result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            result = {"protocolVersion": "2025-06-18",
+                      "capabilities": {"tools": {}, "prompts": {}, "resources": {}},
                       "serverInfo": {"name": "demo-mcp", "version": "1.0"}}
         elif method == "tools/list":
             result = {"tools": [{"name": t, "inputSchema": {"type": "object"}} for t in TOOLS]}
@@ -31,6 +35,15 @@ class Handler(BaseHTTPRequestHandler):
             name = (message.get("params") or {}).get("name")
             result = {"content": [{"type": "text", "text": f"{name} ran"}],
                       "wouldDeny": marks.get("x-would-deny-reason") or marks.get("X-Would-Deny-Reason")}
+        elif method == "prompts/list":
+            result = {"prompts": [{"name": p} for p in PROMPTS]}
+        elif method == "prompts/get":
+            result = {"messages": [{"role": "user", "content": {
+                "type": "text", "text": f"{params.get('name')} prompt"}}]}
+        elif method == "resources/list":
+            result = {"resources": [{"uri": u, "name": u} for u in RESOURCES]}
+        elif method == "resources/read":
+            result = {"contents": [{"uri": params.get("uri"), "text": "contents"}]}
         else:
             result = {}
         self.reply(200, {"jsonrpc": "2.0", "id": message.get("id"), "result": result})
