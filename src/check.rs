@@ -1,6 +1,8 @@
 //! The whole Check as one pure function: server selection, JSON-RPC inspection, identity, the
 //! per-call decision, batches, and monitor mode at the service and server level.
 
+use std::borrow::Cow;
+
 use crate::decide::{self, CallOutcome, NoRecord, Recorder, SessionInput};
 use crate::decision::{CallInfo, Decision, Reason, Target, Verdict};
 use crate::identity::{self, Caller};
@@ -9,6 +11,7 @@ use crate::policy::{Mode, Primitive, Snapshot};
 use crate::request::CheckInput;
 use crate::rpc::{self, Inspection, Message};
 use crate::time::Timestamp;
+use crate::uri;
 
 /// Service-wide settings that take part in every decision.
 #[derive(Debug, Clone, Copy)]
@@ -184,12 +187,21 @@ fn call_outcome<'a, R: Recorder<'a>>(
         (None, Some(id)) => SessionInput::Id(id),
         (None, None) => SessionInput::None,
     };
+    // Resources are matched in canonical form; inspection refuses a governed URI without one,
+    // so only `check --resource` reaches the refusal here, and it answers as inspection would.
+    let name = match target.primitive {
+        Primitive::Resource => match uri::canonical(&target.name) {
+            Some(name) => name,
+            None => return CallOutcome::deny(Reason::RpcAmbiguous),
+        },
+        Primitive::Tool | Primitive::Prompt => Cow::Borrowed(&*target.name),
+    };
     decide::decide_call(
         server,
         &caller.identity,
         session,
         target.primitive,
-        &target.name,
+        &name,
         now,
         recorder,
     )
