@@ -460,7 +460,11 @@ fn identity(agent: usize, human: bool) -> Identity<'static> {
 fn summary<'d>(d: &'d Decision) -> impl PartialEq + std::fmt::Debug + 'd {
     (
         (d.verdict, d.reason, d.would_deny, d.mode),
-        (d.grant_key(), d.session_key(), d.policy_version.map(|v| &**v)),
+        (
+            d.grant_key(),
+            d.session_key(),
+            d.policy_version.map(|v| &**v),
+        ),
         (d.trust, d.tool),
     )
 }
