@@ -11,6 +11,9 @@ use mcp_authz::proto::auth::CheckResponse;
 use tonic::Status;
 use tonic::transport::Channel;
 
+pub mod install;
+pub mod manifests;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-authz");
 
 pub fn conformance_dir() -> PathBuf {
