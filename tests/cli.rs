@@ -35,7 +35,7 @@ fn validate_prints_one_summary_line() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout.starts_with(
-            "ok: 4 files, 5 servers, 9 grants, 4 sessions, 0 warnings, revision sha256:"
+            "ok: 5 files, 8 servers, 13 grants, 4 sessions, 0 warnings, revision sha256:"
         ),
         "{stdout}"
     );
