@@ -1,7 +1,9 @@
 //! The whole Check as one pure function: server selection, JSON-RPC inspection, identity, the
 //! per-call decision, batches, and monitor mode at the service and server level.
 
-use crate::decide::{SessionInput, ToolOutcome, decide_tool_call};
+use std::borrow::Cow;
+
+use crate::decide::{self, CallOutcome, NoRecord, Recorder, SessionInput};
 use crate::decision::{CallInfo, Decision, Reason, Target, Verdict};
 use crate::identity::{self, Caller};
 use crate::policy::snapshot::CompiledServer;
@@ -9,6 +11,7 @@ use crate::policy::{Mode, Primitive, Snapshot};
 use crate::request::CheckInput;
 use crate::rpc::{self, Inspection, Message};
 use crate::time::Timestamp;
+use crate::uri;
 
 /// Service-wide settings that take part in every decision.
 #[derive(Debug, Clone, Copy)]
@@ -72,24 +75,25 @@ pub fn authorize<'a>(
         }
     };
 
-    // Identity is resolved once, and only if some element is a tool call. The deciding element
-    // is the first enforced denial, else the first would-deny, else the first tool call, else
-    // the first element: only those three candidates are kept.
+    // Identity is resolved once, and only if some element is a decided call. The deciding
+    // element is the first enforced denial, else the first would-deny, else the first decided
+    // call, else the first element: only those three candidates are kept.
     let mut caller: Option<Result<Caller<'a>, identity::IdentityDenial<'a>>> = None;
     let [mut first_enforced, mut first_would_deny, mut first_call] = [None; 3];
     for (index, message) in messages.iter().enumerate() {
-        let Some(tool) = (match message {
-            Message::Request(call) => call.target_of(Primitive::Tool),
+        let Some(target) = (match message {
+            Message::Request(call) => call.target.as_ref(),
             Message::Response => None,
-        }) else {
+        })
+        .filter(|t| server.server.govern.contains(t.primitive)) else {
             continue;
         };
         let resolved = caller.get_or_insert_with(|| identity::resolve(server, input, now));
         let outcome = match resolved {
-            Ok(c) => tool_outcome(server, c, tool, now),
-            Err(denial) => ToolOutcome {
+            Ok(c) => call_outcome(server, c, target, now, &mut NoRecord),
+            Err(denial) => CallOutcome {
                 session: denial.session,
-                ..ToolOutcome::deny(denial.reason)
+                ..CallOutcome::deny(denial.reason)
             },
         };
         // Monitor rules 1 and 2 apply to the denial rule 3 leaves, element by element.
@@ -134,65 +138,90 @@ pub fn authorize<'a>(
     finish(decision, monitor)
 }
 
-/// One tool call by an already identified caller: what the `check` command explains.
-pub fn decide_call<'a>(
+/// One call of `target` by an already identified caller, decided as if the server governed
+/// its primitive: what the `check` command explains, with what the steps found in `recorder`.
+pub fn decide_call<'a, R: Recorder<'a>>(
     snapshot: &'a Snapshot,
     server: &'a CompiledServer,
     caller: Caller<'a>,
-    tool: &'a str,
+    target: Target<'a>,
     options: &Options,
     now: Timestamp,
+    recorder: &mut R,
 ) -> Decision<'a> {
     let monitor = options.mode == Mode::Monitor || server.server.mode == Mode::Monitor;
-    let outcome = monitored(tool_outcome(server, &caller, tool, now), monitor);
+    let outcome = monitored(
+        call_outcome(server, &caller, &target, now, recorder),
+        monitor,
+    );
+    let method = match target.primitive {
+        Primitive::Tool => "tools/call",
+        Primitive::Prompt => "prompts/get",
+        Primitive::Resource => "resources/read",
+    };
     let mut decision = Decision {
         revision: Some(&snapshot.revision),
         server: Some(server),
         call: Some(CallInfo {
-            method: "tools/call".into(),
-            target: Some(Target {
-                primitive: Primitive::Tool,
-                name: tool.into(),
-            }),
+            method: method.into(),
+            target: Some(target),
             ..CallInfo::default()
         }),
         caller: caller.identity,
         session_id: caller.session_id,
-        ..Decision::bare(Verdict::Deny, Reason::Allowed)
+        ..Decision::bare(outcome.verdict, outcome.reason)
     };
     apply(&mut decision, server, outcome);
     finish(decision, monitor)
 }
 
-fn tool_outcome<'a>(
+fn call_outcome<'a, R: Recorder<'a>>(
     server: &'a CompiledServer,
     caller: &Caller<'a>,
-    tool: &str,
+    target: &Target<'_>,
     now: Timestamp,
-) -> ToolOutcome<'a> {
+    recorder: &mut R,
+) -> CallOutcome<'a> {
     let session = match (caller.session, &caller.session_id) {
         (Some(s), _) => SessionInput::Resolved(s),
         (None, Some(id)) => SessionInput::Id(id),
         (None, None) => SessionInput::None,
     };
-    decide_tool_call(server, &caller.identity, session, tool, now)
+    // Resources are matched in canonical form; inspection refuses a governed URI without one,
+    // so only `check --resource` reaches the refusal here, and it answers as inspection would.
+    let name = match target.primitive {
+        Primitive::Resource => match uri::canonical(&target.name) {
+            Some(name) => name,
+            None => return CallOutcome::deny(Reason::RpcAmbiguous),
+        },
+        Primitive::Tool | Primitive::Prompt => Cow::Borrowed(&*target.name),
+    };
+    decide::decide_call(
+        server,
+        &caller.identity,
+        session,
+        target.primitive,
+        &name,
+        now,
+        recorder,
+    )
 }
 
 /// Monitor rules 1 and 2: under service or server monitor mode a denial is let through.
-fn monitored(mut outcome: ToolOutcome<'_>, monitor: bool) -> ToolOutcome<'_> {
+fn monitored(mut outcome: CallOutcome<'_>, monitor: bool) -> CallOutcome<'_> {
     if outcome.verdict == Verdict::Deny && monitor {
         outcome.would_deny = true;
     }
     outcome
 }
 
-fn apply<'a>(decision: &mut Decision<'a>, server: &'a CompiledServer, outcome: ToolOutcome<'a>) {
+fn apply<'a>(decision: &mut Decision<'a>, server: &'a CompiledServer, outcome: CallOutcome<'a>) {
     decision.verdict = outcome.verdict;
     decision.reason = outcome.reason;
     decision.would_deny = outcome.would_deny;
     decision.grant = outcome.grant;
     decision.session = outcome.session;
-    decision.tool = outcome.tool;
+    decision.tool = outcome.facts;
     decision.trust = outcome.trust;
     let session_version = matches!(
         outcome.reason,

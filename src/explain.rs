@@ -1,26 +1,30 @@
 //! `mcp-authz check`: a decision with its trust arithmetic and what every grant of the server
-//! did, as JSON. The verdict is the one `serve` gives ([`crate::check::decide_call`]); the
-//! per-grant story uses the same predicates as the decision ([`crate::decide`]).
+//! did, as JSON. The verdict is the one `serve` gives ([`crate::check::decide_call`]), and the
+//! per-grant story is a rendering of what the decision steps recorded ([`Evidence`]): nothing
+//! here decides anything again.
 
 use serde_json::{Value, json};
 
-use crate::decide::{covers, expired, rule_for, rule_trust};
-use crate::decision::Decision;
-use crate::policy::snapshot::{CompiledGrant, Identity};
-use crate::policy::{Mode, RuleDecision, SideEffect};
+use crate::decide::{Evidence, Finding, MonitorRule};
+use crate::decision::{Decision, Verdict};
+use crate::policy::snapshot::CompiledGrant;
+use crate::policy::{Mode, Primitive, Ruling, SideEffect};
 use crate::time::Timestamp;
 
 /// Exit status of `check` for a decision: 0 allowed, 1 denied, 3 would-deny.
 pub fn exit_code(decision: &Decision) -> u8 {
     match (decision.would_deny, decision.applied()) {
         (true, _) => 3,
-        (false, crate::decision::Verdict::Allow) => 0,
-        (false, crate::decision::Verdict::Deny) => 1,
+        (false, Verdict::Allow) => 0,
+        (false, Verdict::Deny) => 1,
     }
 }
 
-/// The whole report.
-pub fn report(decision: &Decision, tool: &str, now: Timestamp) -> Value {
+/// The whole report of `decision`, whose steps recorded `evidence`.
+pub fn report(decision: &Decision, evidence: &Evidence, now: Timestamp) -> Value {
+    let target = decision.call.as_ref().and_then(|c| c.target.as_ref());
+    let primitive = target.map_or(Primitive::Tool, |t| t.primitive);
+    let name = target.map_or("", |t| &*t.name);
     let trust = decision.trust.map(|t| {
         json!({
             "required": t.required.as_str(),
@@ -29,21 +33,38 @@ pub fn report(decision: &Decision, tool: &str, now: Timestamp) -> Value {
             "effective": t.effective.as_str(),
         })
     });
-    let facts = decision.tool;
-    let side_effect = facts.and_then(|f| f.side_effect);
+    let facts = decision.tool.map(|f| {
+        json!({
+            "required_trust": f.required_trust.as_str(),
+            "side_effect": f.side_effect.map_or("", SideEffect::as_str),
+            "risk_level": f.risk_level.map(|r| r.as_str()),
+        })
+    });
+    let side_effect = decision.tool.and_then(|f| f.side_effect);
+    let story = Story {
+        decision,
+        evidence,
+        primitive,
+        name,
+        side_effect,
+    };
     let grants: Vec<Value> = decision
         .server
-        .map(|server| {
-            server
-                .grants
-                .iter()
-                .map(|g| grant_report(g, &decision.caller, tool, side_effect, now, decision))
-                .collect()
-        })
+        .map(|server| server.grants.iter().map(|g| story.grant(g)).collect())
         .unwrap_or_default();
-    json!({
+    let monitor_rule = evidence.monitor_rule.map(|rule| match rule {
+        MonitorRule::AllMonitorGrants => json!("all_monitor_grants"),
+        MonitorRule::Rerun(first) => json!({
+            "rerun_without_monitor_grants": {
+                "first_reason": first.reason.as_str(),
+                "first_grant": first.grant.map(|g| &*g.grant.key.full),
+            }
+        }),
+    });
+
+    let mut report = json!({
         "server": decision.server_key(),
-        "tool": tool,
+        "primitive": primitive.key(),
         "now": now.to_string(),
         "caller": {
             "human": decision.caller.human.as_deref(),
@@ -61,81 +82,112 @@ pub fn report(decision: &Decision, tool: &str, now: Timestamp) -> Value {
         "matched_session": decision.session_key(),
         "policy_version": decision.policy_version.map(|v| &**v),
         "policy_revision": decision.revision.map(|r| &**r),
-        "tool_facts": facts.map(|f| json!({
-            "required_trust": f.required_trust.as_str(),
-            "side_effect": f.side_effect.map_or("", SideEffect::as_str),
-            "risk_level": f.risk_level.map(|r| r.as_str()),
-        })),
         "trust": trust,
+        "monitor_rule": monitor_rule,
         "grants": grants,
-    })
+    });
+    // The target and its facts under the primitive's key, as the metadata reports the target.
+    if let Value::Object(fields) = &mut report {
+        fields.insert(primitive.key().into(), name.into());
+        fields.insert(format!("{}_facts", primitive.key()), facts.into());
+    }
+    report
 }
 
-/// What one grant did for this call, step by step.
-fn grant_report(
-    g: &CompiledGrant,
-    caller: &Identity,
-    tool: &str,
+/// What the report of one decision needs to tell each grant's story.
+struct Story<'r> {
+    decision: &'r Decision<'r>,
+    evidence: &'r Evidence<'r>,
+    primitive: Primitive,
+    name: &'r str,
     side_effect: Option<SideEffect>,
-    now: Timestamp,
-    decision: &Decision,
-) -> Value {
-    let grant = &g.grant;
-    let matches = g.subject.matches(caller);
-    let is_expired = expired(grant.expires_at, now);
-    let rule = rule_for(grant, tool);
-    let covers = covers(grant, tool);
-    let side_effect_allowed = side_effect.map(|e| grant.allowed_side_effects.contains(&e));
-    let live = matches && !grant.disabled && !is_expired;
-    let contributes = live && covers && side_effect_allowed == Some(true);
-    let outcome = if grant.subject.is_empty() {
-        "skipped: its subject is empty, so it matches no one".to_string()
-    } else if !matches {
-        "skipped: its subject does not match the caller".to_string()
-    } else if grant.disabled {
-        "skipped: disabled".to_string()
-    } else if is_expired {
-        format!(
-            "skipped: expired at {}",
-            grant.expires_at.map(|t| t.to_string()).unwrap_or_default()
-        )
-    } else if rule.is_some_and(|r| r.decision == RuleDecision::Deny) {
-        format!("denies `{tool}` with a deny rule")
-    } else if !covers {
-        format!("does not cover `{tool}`: it has rules, none for this tool")
-    } else if side_effect.is_none() {
-        format!("covers `{tool}`, whose side effect is not declared")
-    } else if side_effect_allowed == Some(false) {
-        format!(
-            "covers `{tool}` but does not allow its side effect `{}`",
-            side_effect.map_or("", SideEffect::as_str)
-        )
-    } else {
-        format!(
-            "contributes: maxTrust {}, rule requires {}",
-            grant.max_trust,
-            rule_trust(grant, tool)
-        )
-    };
-    json!({
-        "name": &*grant.key.full,
-        "mode": grant.mode.as_str(),
-        "subject": {
-            "human": g.subject.subject().human,
-            "agent": g.subject.subject().agent,
-            "team": g.subject.subject().team,
-        },
-        "matches": matches,
-        "disabled": grant.disabled,
-        "expired": is_expired,
-        "rule": rule.map(|r| r.decision.as_str()),
-        "covers": live && covers,
-        "side_effect_allowed": side_effect_allowed,
-        "contributes": contributes,
-        "max_trust": grant.max_trust.as_str(),
-        "rule_required_trust": rule.map(|r| r.required_trust.as_str()),
-        "monitor": grant.mode == Mode::Monitor,
-        "decided": decision.grant_key() == Some(&*grant.key.full),
-        "outcome": outcome,
-    })
+}
+
+impl Story<'_> {
+    /// What one grant did for this call, step by step, as the steps recorded it.
+    fn grant(&self, g: &CompiledGrant) -> Value {
+        let grant = &g.grant;
+        let matches = self
+            .evidence
+            .matching
+            .as_ref()
+            .map(|m| m.iter().any(|&c| std::ptr::eq(c, g)));
+        let finding = self.evidence.finding(g);
+        let steps = finding.and_then(|f| f.steps);
+        let rule = steps.and_then(|s| s.ruling.rule());
+        json!({
+            "name": &*grant.key.full,
+            "mode": grant.mode.as_str(),
+            "subject": {
+                "human": g.subject.subject().human,
+                "agent": g.subject.subject().agent,
+                "team": g.subject.subject().team,
+            },
+            "matches": matches,
+            "disabled": grant.disabled,
+            "expired": finding.map(|f| f.expired),
+            "live": finding.map(|f| f.live),
+            "rule": rule.map(|r| r.decision.as_str()),
+            "rule_name": rule.map(|r| r.name.as_str()),
+            "covers": steps.map(|s| matches!(s.ruling, Ruling::Covered(_))),
+            "side_effect_allowed": steps.and_then(|s| s.side_effect_allowed),
+            "contributes": steps.map(|s| s.contributes()),
+            "max_trust": grant.max_trust.as_str(),
+            "rule_required_trust": rule.map(|r| r.required_trust.as_str()),
+            "monitor": grant.mode == Mode::Monitor,
+            "decided": self.decision.grant.is_some_and(|d| std::ptr::eq(d, g)),
+            "outcome": self.outcome(g, matches, finding),
+        })
+    }
+
+    fn outcome(
+        &self,
+        g: &CompiledGrant,
+        matches: Option<bool>,
+        finding: Option<&Finding>,
+    ) -> String {
+        let grant = &g.grant;
+        let (kind, name) = (self.primitive.key(), self.name);
+        match (matches, finding) {
+            (None, _) => format!(
+                "not reached: the decision ended at `{}` before the grants",
+                self.decision.reason.as_str()
+            ),
+            (Some(false), _) if grant.subject.is_empty() => {
+                "skipped: its subject is empty, so it matches no one".to_string()
+            }
+            (Some(false), _) => "skipped: its subject does not match the caller".to_string(),
+            (Some(true), None) => {
+                "not reached: an earlier grant's deny rule decided first".to_string()
+            }
+            (Some(true), Some(f)) => match f.steps {
+                None if grant.disabled => "skipped: disabled".to_string(),
+                None => format!(
+                    "skipped: expired at {}",
+                    grant.expires_at.map(|t| t.to_string()).unwrap_or_default()
+                ),
+                Some(steps) => match (steps.ruling, steps.side_effect_allowed) {
+                    (Ruling::Denied(_), _) => format!("denies `{name}` with a deny rule"),
+                    (Ruling::Uncovered, _) => {
+                        format!("does not cover `{name}`: it has rules, none for this {kind}")
+                    }
+                    (Ruling::Covered(_), None) if self.primitive == Primitive::Tool => {
+                        format!("covers `{name}`, whose side effect is not declared")
+                    }
+                    (Ruling::Covered(_), None) => {
+                        format!("covers `{name}`, which the server does not declare")
+                    }
+                    (Ruling::Covered(_), Some(false)) => format!(
+                        "covers `{name}` but does not allow its side effect `{}`",
+                        self.side_effect.map_or("", SideEffect::as_str)
+                    ),
+                    (Ruling::Covered(_), Some(true)) => format!(
+                        "contributes: maxTrust {}, rule requires {}",
+                        grant.max_trust,
+                        steps.ruling.required_trust()
+                    ),
+                },
+            },
+        }
+    }
 }

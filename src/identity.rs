@@ -2,7 +2,6 @@
 
 use std::borrow::Cow;
 
-use crate::decide::session_denial;
 use crate::decision::Reason;
 use crate::policy::AuthMode;
 use crate::policy::snapshot::{CompiledServer, CompiledSession, Identity};
@@ -75,7 +74,7 @@ pub fn resolve<'a>(
             else {
                 return Err(denial(Reason::SessionNotFound, None));
             };
-            if let Some(reason) = session_denial(session, now) {
+            if let Some(reason) = session.denial(now) {
                 return Err(denial(reason, Some(session)));
             }
             let subject = session.subject.subject();

@@ -14,10 +14,11 @@
 //! - [`rpc`]: JSON-RPC inspection: body limits, strict JSON, batches, ambiguity.
 //! - [`uri`]: the canonical form resource URIs are matched in.
 //! - [`identity`]: header | jwt | mtls → the caller and their session.
-//! - [`decide`]: the decision for one tool call (steps 1–9, monitor-mode grants).
+//! - [`decide`]: the decision for one call of a tool, prompt or resource (steps 1–9,
+//!   monitor-mode grants), with what the grant steps found handed to a recorder.
 //! - [`check`]: the whole Check: server selection, batches, service/server monitor mode.
 //! - [`decision`]: the outcome and its evidence; reason codes.
-//! - [`explain`]: the `check` command's report: the decision and what each grant did.
+//! - [`explain`]: the `check` command's report: the decision and its recorded evidence.
 //! - [`response`]: Decision → CheckResponse (headers, denied body, dynamic metadata), written
 //!   straight to protobuf wire bytes.
 //! - [`proto`], [`codec`]: generated ext_authz types and server, and the gRPC codecs.

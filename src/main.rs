@@ -13,6 +13,8 @@ use tonic_health::ServingStatus;
 use mcp_authz::admin::{self, AdminState};
 use mcp_authz::audit_line::LineFormat;
 use mcp_authz::check::{Options, decide_call};
+use mcp_authz::decide::Evidence;
+use mcp_authz::decision::Target;
 use mcp_authz::explain;
 use mcp_authz::identity::Caller;
 use mcp_authz::logging::Output;
@@ -114,8 +116,22 @@ fn check(args: &CheckArgs) -> ExitCode {
         mode: args.mode.into(),
         ..Options::default()
     };
-    let decision = decide_call(&snapshot, server, caller, &args.tool, &options, now);
-    let report = explain::report(&decision, &args.tool, now);
+    let (primitive, name) = args.target();
+    let target = Target {
+        primitive,
+        name: Cow::Borrowed(name),
+    };
+    let mut evidence = Evidence::default();
+    let decision = decide_call(
+        &snapshot,
+        server,
+        caller,
+        target,
+        &options,
+        now,
+        &mut evidence,
+    );
+    let report = explain::report(&decision, &evidence, now);
     println!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()

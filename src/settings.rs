@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use crate::policy::Mode;
+use crate::policy::{Mode, Primitive};
 use crate::time::Timestamp;
 
 #[derive(Debug, Parser)]
@@ -29,12 +29,14 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Explain the decision for one tool call, as JSON (exit 0 allowed, 1 denied, 3 would-deny).
+    /// Explain the decision for one call of a tool, prompt or resource, as JSON (exit 0 allowed,
+    /// 1 denied, 3 would-deny).
     Check(CheckArgs),
 }
 
-/// The caller's identity as resolved, whatever the server's auth mode.
+/// The caller's identity as resolved, whatever the server's auth mode, and exactly one target.
 #[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["tool", "prompt", "resource"])))]
 pub struct CheckArgs {
     #[arg(long, env = "MCP_AUTHZ_POLICY_DIR")]
     pub policy_dir: PathBuf,
@@ -50,13 +52,35 @@ pub struct CheckArgs {
     /// The MCPAgentSession name the caller sends.
     #[arg(long)]
     pub session: Option<String>,
+    /// The tool called (`tools/call`).
     #[arg(long)]
-    pub tool: String,
+    pub tool: Option<String>,
+    /// The prompt got (`prompts/get`), decided as if the server governed prompts.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// The resource URI read (`resources/read`), decided as if the server governed resources.
+    #[arg(long)]
+    pub resource: Option<String>,
     /// Evaluation time (RFC 3339); default now.
     #[arg(long, value_parser = parse_time)]
     pub now: Option<Timestamp>,
     #[arg(long, value_enum, default_value = "enforce")]
     pub mode: ServiceMode,
+}
+
+impl CheckArgs {
+    /// The call's primitive and target, as given.
+    pub fn target(&self) -> (Primitive, &str) {
+        [
+            (Primitive::Tool, &self.tool),
+            (Primitive::Prompt, &self.prompt),
+            (Primitive::Resource, &self.resource),
+        ]
+        .into_iter()
+        .find_map(|(primitive, name)| Some((primitive, name.as_deref()?)))
+        // The `target` group requires one; clap has rejected the arguments otherwise.
+        .unwrap_or((Primitive::Tool, ""))
+    }
 }
 
 fn parse_time(value: &str) -> Result<Timestamp, String> {

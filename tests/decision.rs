@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use mcp_authz::check::{Options, authorize};
 use mcp_authz::decision::{Reason, TrustFigures};
 use mcp_authz::policy::snapshot::Identity;
-use mcp_authz::policy::{Mode, Snapshot, Trust};
+use mcp_authz::policy::{Mode, Primitive, Snapshot, Trust};
 use mcp_authz::response::encode;
 use support::{Req, Seen, at, decide_at, seen, snapshot};
 
@@ -1013,18 +1013,6 @@ fn responses_follow_the_decision() {
 /// The contract, beside the checkout; its §6 lists the reason codes and their statuses.
 const SPEC: &str = "../shared/SPEC.md";
 
-/// Codes SPEC §6 already lists that the code does not decide yet. Another change is
-/// implementing them; this must become empty (the test fails for each one implemented, so it
-/// is taken out here as it lands).
-const NOT_YET_IMPLEMENTED: [&str; 6] = [
-    "prompt_not_granted",
-    "prompt_denied",
-    "prompt_unknown",
-    "resource_not_granted",
-    "resource_denied",
-    "resource_unknown",
-];
-
 /// The backticked words of `text`, in order.
 fn backticked(text: &str) -> Vec<&str> {
     text.split('`').skip(1).step_by(2).collect()
@@ -1113,20 +1101,9 @@ fn reason_codes_and_statuses_are_the_contracts() {
         Reason::ALL.len(),
         "two reasons share a code"
     );
-    for code in NOT_YET_IMPLEMENTED {
-        assert!(
-            contract.iter().any(|(c, _)| c == code),
-            "`{code}` is not in SPEC §6: take it out of NOT_YET_IMPLEMENTED"
-        );
-        assert!(
-            !implemented.contains_key(code),
-            "`{code}` is implemented now: take it out of NOT_YET_IMPLEMENTED"
-        );
-    }
     let expected: BTreeMap<&str, u16> = contract
         .iter()
         .map(|(code, status)| (code.as_str(), *status))
-        .filter(|(code, _)| !NOT_YET_IMPLEMENTED.contains(code))
         .collect();
     let differing: Vec<String> = expected
         .keys()
@@ -1152,6 +1129,7 @@ fn reason_codes_and_statuses_are_the_contracts() {
 #[test]
 fn every_reason_code_is_reachable() {
     let p = policy();
+    let lib = snapshot(PRIMITIVES);
     let vault = |tool: &str| Req::tool("/vault/mcp", tool).human("bob").team("team-v");
     let ambiguous = r#"{"method":"tools/list","METHOD":"tools/call","params":{"name":"wipe"}}"#;
     // (the reason it must get, the policy, the request), decided in enforce mode.
@@ -1229,6 +1207,36 @@ fn every_reason_code_is_reachable() {
             shop("wipe").agent("base"),
         ),
         ("trust_too_low", Some(&p), shop("write").agent("weak")),
+        (
+            "prompt_not_granted",
+            Some(&lib),
+            library("prompt", "draft").agent("narrow"),
+        ),
+        (
+            "prompt_denied",
+            Some(&lib),
+            library("prompt", "audit").agent("narrow"),
+        ),
+        (
+            "prompt_unknown",
+            Some(&lib),
+            library("prompt", "ghost").agent("all"),
+        ),
+        (
+            "resource_not_granted",
+            Some(&lib),
+            library("resource", "file:///other/a").agent("narrow"),
+        ),
+        (
+            "resource_denied",
+            Some(&lib),
+            library("resource", "file:///pub/vault/x").agent("narrow"),
+        ),
+        (
+            "resource_unknown",
+            Some(&lib),
+            library("resource", "kb://elsewhere").agent("all"),
+        ),
     ];
     let mut reached = HashSet::new();
     for (want, snapshot, req) in &rows {
@@ -1278,4 +1286,373 @@ fn policy_versions() {
         version(Req::tool("/open/mcp", "read")).as_deref(),
         Some("v1")
     );
+}
+
+/// A server that governs prompts and resources, its twin with `defaultDecision: allow`, and one
+/// that declares them but governs tools only.
+const PRIMITIVES: &str = r#"
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: library, namespace: lib}
+spec:
+  ingressPath: /library/mcp
+  tools:
+    - {name: search, sideEffect: read}
+  prompts:
+    - {name: summarize}
+    - {name: draft, requiredTrust: medium}
+    - {name: audit, requiredTrust: high}
+  resources:
+    - {uriPrefix: "file:///pub/", requiredTrust: low}
+    - {uriPrefix: "file:///pub/vault/", requiredTrust: high}
+    - {uri: "file:///pub/vault/index", requiredTrust: low}
+  policy: {govern: [tools, prompts, resources], policyVersion: lib-2}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: open-library, namespace: lib}
+spec:
+  ingressPath: /open/mcp
+  prompts:
+    - {name: summarize}
+    - {name: draft}
+  resources:
+    - {uriPrefix: "file:///pub/"}
+  policy: {govern: [tools, prompts, resources], defaultDecision: allow}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: tools-only, namespace: lib}
+spec:
+  ingressPath: /tools-only/mcp
+  tools:
+    - {name: search, sideEffect: read}
+  prompts:
+    - {name: summarize}
+  resources:
+    - {uriPrefix: "file:///pub/"}
+---
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: all, namespace: lib},
+     spec: {serverRef: {name: library}, subject: {agentID: all}, maxTrust: high, allowedSideEffects: [read]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: writer, namespace: lib},
+     spec: {serverRef: {name: library}, subject: {agentID: writer}, maxTrust: high, allowedSideEffects: [write]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: tool-ruled, namespace: lib},
+     spec: {serverRef: {name: library}, subject: {agentID: tool-ruled}, maxTrust: low, allowedSideEffects: [read],
+            toolRules: [{name: nothing-else}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: narrow, namespace: lib},
+     spec: {serverRef: {name: library}, subject: {agentID: narrow}, maxTrust: medium, allowedSideEffects: [read],
+            promptRules: [{name: summarize}, {name: audit, decision: deny}],
+            resourceRules: [{uriPrefix: "file:///pub/"}, {uriPrefix: "file:///pub/vault/", decision: deny},
+                            {uri: "file:///pub/vault/index"}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: ruled, namespace: lib},
+     spec: {serverRef: {name: library}, subject: {agentID: ruled}, maxTrust: medium, allowedSideEffects: [read],
+            promptRules: [{name: summarize, requiredTrust: medium}],
+            resourceRules: [{uriPrefix: "file:///pub/", requiredTrust: medium}, {uriPrefix: "file:///pub/deep/"}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: watch, namespace: lib},
+     spec: {serverRef: {name: library}, subject: {agentID: watch}, mode: monitor, maxTrust: medium,
+            allowedSideEffects: [read], promptRules: [{name: summarize}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: mix-1-monitor, namespace: lib},
+     spec: {serverRef: {name: library}, subject: {agentID: mix}, mode: monitor, maxTrust: high, allowedSideEffects: [read],
+            promptRules: [{name: draft, decision: deny}, {name: audit}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: mix-2-enforce, namespace: lib},
+     spec: {serverRef: {name: library}, subject: {agentID: mix}, maxTrust: medium, allowedSideEffects: [read],
+            resourceRules: [{uriPrefix: "file:///pub/vault/", decision: deny}]}}
+  - {apiVersion: mcpruntime.org/v1alpha1, kind: MCPAccessGrant, metadata: {name: open-narrow, namespace: lib},
+     spec: {serverRef: {name: open-library}, subject: {agentID: narrow}, allowedSideEffects: [read],
+            promptRules: [{name: summarize}, {name: banned, decision: deny}],
+            resourceRules: [{uri: "file:///pub/a"}]}}
+"#;
+
+fn library(primitive: &str, target: &str) -> Req {
+    match primitive {
+        "prompt" => Req::prompt("/library/mcp", target),
+        _ => Req::resource("/library/mcp", target),
+    }
+}
+
+#[test]
+fn prompts_are_decided_by_the_same_steps_as_tools() {
+    let p = snapshot(PRIMITIVES);
+    let prompt = |name: &str| library("prompt", name);
+    let cases = [
+        (prompt("summarize").agent("all"), allow("lib/all")),
+        (prompt("audit").agent("all"), allow("lib/all")),
+        // A prompt's side effect is `read`: a grant that allows only `write` does not contribute.
+        (
+            prompt("summarize").agent("writer"),
+            deny("side_effect_not_allowed", Some("lib/writer")),
+        ),
+        // Tool rules say nothing about prompts: the grant has no prompt rules, so it covers them.
+        (
+            prompt("summarize").agent("tool-ruled"),
+            allow("lib/tool-ruled"),
+        ),
+        (prompt("summarize").agent("narrow"), allow("lib/narrow")),
+        (
+            prompt("draft").agent("narrow"),
+            deny("prompt_not_granted", None),
+        ),
+        (
+            prompt("audit").agent("narrow"),
+            deny("prompt_denied", Some("lib/narrow")),
+        ),
+        // The rule's trust raises the prompt's own.
+        (prompt("summarize").agent("ruled"), allow("lib/ruled")),
+        // Not declared: nothing can grant it, even a grant that covers every prompt.
+        (
+            prompt("ghost").agent("all"),
+            deny("prompt_unknown", Some("lib/all")),
+        ),
+        (prompt("summarize"), deny("missing_identity", None)),
+        (
+            prompt("summarize").agent("stranger"),
+            deny("no_matching_grant", None),
+        ),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{:?} {}", req.headers, req.body);
+    }
+
+    let req = prompt("draft").agent("all");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(d.tool.map(|f| f.required_trust), Some(Trust::Medium));
+    assert_eq!(
+        d.call.as_ref().and_then(|c| c.target_of(Primitive::Prompt)),
+        Some("draft")
+    );
+    let req = prompt("summarize").agent("ruled");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(
+        d.trust,
+        Some(TrustFigures {
+            required: Trust::Medium,
+            admin: Trust::Medium,
+            consented: Trust::Medium,
+            effective: Trust::Medium,
+        })
+    );
+    assert_eq!(d.policy_version.map(|v| &**v), Some("lib-2"));
+}
+
+#[test]
+fn resources_match_exactly_else_by_the_longest_prefix_in_canonical_form() {
+    let p = snapshot(PRIMITIVES);
+    let resource = |uri: &str| library("resource", uri);
+    let cases = [
+        (
+            resource("file:///pub/a").agent("narrow"),
+            allow("lib/narrow"),
+        ),
+        // The longest rule prefix (`file:///pub/vault/`, deny) wins over the shorter allow.
+        (
+            resource("file:///pub/vault/x").agent("narrow"),
+            deny("resource_denied", Some("lib/narrow")),
+        ),
+        // An exact rule wins over every prefix rule, and the exact entry over every prefix entry.
+        (
+            resource("file:///pub/vault/index").agent("narrow"),
+            allow("lib/narrow"),
+        ),
+        (
+            resource("file:///other/a").agent("narrow"),
+            deny("resource_not_granted", None),
+        ),
+        // Matched in canonical form: dot segments and percent-encoding do not step around a rule.
+        (
+            resource("file:///pub/a/../vault/x").agent("narrow"),
+            deny("resource_denied", Some("lib/narrow")),
+        ),
+        (
+            resource("file:///pub/%76ault/x").agent("narrow"),
+            deny("resource_denied", Some("lib/narrow")),
+        ),
+        // The inventory's longest prefix asks for high trust; the grant gives medium.
+        (
+            resource("file:///pub/vault/x").agent("ruled"),
+            deny("trust_too_low", Some("lib/ruled")),
+        ),
+        (
+            resource("file:///pub/vault/x").agent("all"),
+            allow("lib/all"),
+        ),
+        (
+            resource("file:///pub/deep/x").agent("ruled"),
+            allow("lib/ruled"),
+        ),
+        (
+            resource("kb://elsewhere").agent("all"),
+            deny("resource_unknown", Some("lib/all")),
+        ),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{:?} {}", req.headers, req.body);
+    }
+
+    let trust = |uri: &str| {
+        decide_at(
+            &p,
+            &resource(uri).agent("ruled").input(),
+            Mode::Enforce,
+            at(NOW),
+        )
+        .trust
+        .map(|t| (t.required, t.admin))
+    };
+    // The rule for `file:///pub/` requires medium; the one for `file:///pub/deep/` nothing more
+    // than the inventory's low; under `file:///pub/vault/` the inventory requires high.
+    assert_eq!(trust("file:///pub/x"), Some((Trust::Medium, Trust::Medium)));
+    assert_eq!(
+        trust("file:///pub/deep/x"),
+        Some((Trust::Low, Trust::Medium))
+    );
+    assert_eq!(
+        trust("file:///pub/vault/x"),
+        Some((Trust::High, Trust::Medium))
+    );
+
+    // The decision reports the target as sent, not its canonical form.
+    let sent = "file:///pub/a/../vault/x";
+    let req = resource(sent).agent("narrow");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(
+        d.call
+            .as_ref()
+            .and_then(|c| c.target_of(Primitive::Resource)),
+        Some(sent)
+    );
+    assert_eq!(d.tool.map(|f| f.required_trust), Some(Trust::High));
+}
+
+#[test]
+fn prompts_and_resources_a_server_does_not_govern_are_protocol_traffic() {
+    let p = snapshot(PRIMITIVES);
+    for req in [
+        Req::prompt("/tools-only/mcp", "summarize"),
+        Req::prompt("/tools-only/mcp", "ghost").agent("stranger"),
+        Req::resource("/tools-only/mcp", "file:///pub/a"),
+        Req::resource("/tools-only/mcp", "file:///pub/%5C"),
+    ] {
+        let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+        assert_eq!(seen(&d), expect("allow", "allowed", false, None, None));
+        assert_eq!(d.tool, None, "not decided, so not looked up: {}", req.body);
+    }
+    // The same server decides its tool calls.
+    assert_eq!(
+        run(&p, &Req::tool("/tools-only/mcp", "search")),
+        deny("missing_identity", None)
+    );
+}
+
+#[test]
+fn default_decision_allow_for_prompts_and_resources() {
+    let p = snapshot(PRIMITIVES);
+    let cases = [
+        (
+            Req::prompt("/open/mcp", "draft").agent("narrow"),
+            expect("allow", "prompt_not_granted", false, None, None),
+        ),
+        (
+            Req::resource("/open/mcp", "file:///pub/b").agent("narrow"),
+            expect("allow", "resource_not_granted", false, None, None),
+        ),
+        (
+            Req::prompt("/open/mcp", "draft").agent("stranger"),
+            expect("allow", "no_matching_grant", false, None, None),
+        ),
+        (
+            Req::resource("/open/mcp", "file:///pub/a").agent("narrow"),
+            allow("lib/open-narrow"),
+        ),
+        // Only the "nothing grants it" reasons: a deny rule and an undeclared target still deny.
+        (
+            Req::prompt("/open/mcp", "banned").agent("narrow"),
+            deny("prompt_denied", Some("lib/open-narrow")),
+        ),
+        (
+            Req::prompt("/open/mcp", "summarize").agent("narrow"),
+            allow("lib/open-narrow"),
+        ),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{:?} {}", req.headers, req.body);
+    }
+    // A prompt the server does not declare is denied even when the default is allow.
+    let undeclared = snapshot(&PRIMITIVES.replace(
+        "promptRules: [{name: summarize}, {name: banned, decision: deny}]",
+        "promptRules: [{name: summarize}, {name: banned}]",
+    ));
+    assert_eq!(
+        run(
+            &undeclared,
+            &Req::prompt("/open/mcp", "banned").agent("narrow")
+        ),
+        deny("prompt_unknown", Some("lib/open-narrow"))
+    );
+}
+
+#[test]
+fn monitor_grants_for_prompts_and_resources() {
+    let p = snapshot(PRIMITIVES);
+    let cases = [
+        // Every live grant of the caller is a monitor grant: its denials are let through.
+        (
+            library("prompt", "draft").agent("watch"),
+            would_deny("prompt_not_granted", None),
+        ),
+        (
+            library("prompt", "summarize").agent("watch"),
+            allow("lib/watch"),
+        ),
+        // A monitor deny rule over an enforce grant that allows: a would-deny.
+        (
+            library("prompt", "draft").agent("mix"),
+            would_deny("prompt_denied", Some("lib/mix-1-monitor")),
+        ),
+        // An enforce deny rule is enforced, whatever the monitor grant allows.
+        (
+            library("resource", "file:///pub/vault/x").agent("mix"),
+            deny("resource_denied", Some("lib/mix-2-enforce")),
+        ),
+        // The monitor grant's allows are real: its higher trust admits what needs high.
+        (
+            library("prompt", "audit").agent("mix"),
+            allow("lib/mix-1-monitor"),
+        ),
+    ];
+    for (req, want) in cases {
+        assert_eq!(run(&p, &req), want, "{:?} {}", req.headers, req.body);
+    }
+}
+
+#[test]
+fn batches_decide_every_governed_primitive() {
+    let p = snapshot(PRIMITIVES);
+    let tool = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}"#;
+    let prompt = r#"{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"audit"}}"#;
+    let resource =
+        r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///pub/a"}}"#;
+    let batch = format!("[{tool},{resource},{prompt}]");
+
+    let req = Req::post("/library/mcp", &batch).agent("narrow");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(seen(&d), deny("prompt_denied", Some("lib/narrow")));
+    assert_eq!(d.call.as_ref().and_then(|c| c.id.as_deref()), Some("2"));
+    assert_eq!(
+        d.call.as_ref().and_then(|c| c.target_of(Primitive::Prompt)),
+        Some("audit")
+    );
+
+    let req = Req::post("/library/mcp", &batch).agent("all");
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(seen(&d), allow("lib/all"));
+    assert_eq!(d.call.as_ref().and_then(|c| c.id.as_deref()), Some("1"));
+
+    // Where only tools are governed, the prompt and the resource in a batch are not decided.
+    let req = Req::post("/tools-only/mcp", &format!("[{prompt},{resource}]"));
+    let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+    assert_eq!(seen(&d), expect("allow", "allowed", false, None, None));
+    assert_eq!(d.call.as_ref().and_then(|c| c.id.as_deref()), Some("2"));
 }

@@ -3,9 +3,13 @@
 
 mod support;
 
-use mcp_authz::check::{Options, authorize};
-use mcp_authz::decision::{Decision, Reason, Verdict};
-use mcp_authz::policy::{Mode, Snapshot, load_files, load_paths};
+use mcp_authz::check::{self, Options, authorize};
+use mcp_authz::decide::{CallOutcome, Evidence, NoRecord, SessionInput, decide_call};
+use mcp_authz::decision::{Decision, Reason, Target, Verdict};
+use mcp_authz::explain;
+use mcp_authz::identity::Caller;
+use mcp_authz::policy::snapshot::Identity;
+use mcp_authz::policy::{Mode, Primitive, Snapshot, Trust, load_files, load_paths};
 use mcp_authz::proto::auth::{CheckRequest, CheckResponse};
 use mcp_authz::request::CheckInput;
 use mcp_authz::response::encode;
@@ -224,7 +228,7 @@ fn policy(monitor: bool) -> impl Strategy<Value = Policy> {
 impl Policy {
     fn yaml(&self) -> String {
         let mut out = format!(
-            "apiVersion: mcpruntime.org/v1alpha1\nkind: MCPServer\nmetadata: {{name: s, namespace: p}}\nspec:\n  policy: {{defaultDecision: {}}}\n  tools:\n",
+            "apiVersion: mcpruntime.org/v1alpha1\nkind: MCPServer\nmetadata: {{name: s, namespace: p}}\nspec:\n  policy: {{defaultDecision: {}, govern: [tools, prompts, resources]}}\n  tools:\n",
             if self.default_allow { "allow" } else { "deny" }
         );
         for (i, (trust, effect)) in self.tools.iter().enumerate() {
@@ -234,30 +238,56 @@ impl Policy {
                 TRUST[*trust]
             ));
         }
+        // The prompts and resources mirror the tools; an undeclared side effect is an undeclared
+        // prompt or resource.
+        let declared: Vec<(usize, &str)> = self
+            .tools
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, effect))| effect.is_some())
+            .map(|(i, (trust, _))| (i, TRUST[*trust]))
+            .collect();
+        let entries = |entry: &dyn Fn(usize) -> String| {
+            declared
+                .iter()
+                .map(|(i, trust)| format!("{{{}, requiredTrust: {trust}}}", entry(*i)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!(
+            "  prompts: [{}]\n  resources: [{}]\n",
+            entries(&|i| format!("name: t{i}")),
+            entries(&|i| format!("uriPrefix: \"r://t{i}/\"")),
+        ));
         for (i, g) in self.grants.iter().enumerate() {
             let human = if g.human { ", humanID: hh" } else { "" };
             let effects: Vec<&str> = g.side_effects.iter().map(|e| EFFECTS[*e]).collect();
-            let rules: Vec<String> = g
-                .rules
-                .iter()
-                .map(|(tool, deny, trust)| {
-                    format!(
-                        "{{name: t{tool}, decision: {}, requiredTrust: {}}}",
-                        if *deny { "deny" } else { "allow" },
-                        TRUST[*trust]
-                    )
-                })
-                .collect();
+            let rules = |key: &dyn Fn(usize) -> String| {
+                g.rules
+                    .iter()
+                    .map(|(tool, deny, trust)| {
+                        format!(
+                            "{{{}, decision: {}, requiredTrust: {}}}",
+                            key(*tool),
+                            if *deny { "deny" } else { "allow" },
+                            TRUST[*trust]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             let expiry = match EXPIRY[g.expiry] {
                 "" => String::new(),
                 t => format!("\n  expiresAt: \"{t}\""),
             };
             out.push_str(&format!(
-                "---\napiVersion: mcpruntime.org/v1alpha1\nkind: MCPAccessGrant\nmetadata: {{name: g{i}, namespace: p}}\nspec:\n  serverRef: {{name: s}}\n  subject: {{agentID: ag{}{human}}}\n  maxTrust: {}\n  allowedSideEffects: [{}]\n  toolRules: [{}]\n  disabled: {}\n  mode: {}{expiry}\n",
+                "---\napiVersion: mcpruntime.org/v1alpha1\nkind: MCPAccessGrant\nmetadata: {{name: g{i}, namespace: p}}\nspec:\n  serverRef: {{name: s}}\n  subject: {{agentID: ag{}{human}}}\n  maxTrust: {}\n  allowedSideEffects: [{}]\n  toolRules: [{}]\n  promptRules: [{}]\n  resourceRules: [{}]\n  disabled: {}\n  mode: {}{expiry}\n",
                 g.agent,
                 TRUST[g.max_trust],
                 effects.join(", "),
-                rules.join(", "),
+                rules(&|i| format!("name: t{i}")),
+                rules(&|i| format!("name: t{i}")),
+                rules(&|i| format!("uriPrefix: \"r://t{i}/\"")),
                 g.disabled,
                 if g.monitor { "monitor" } else { "enforce" },
             ));
@@ -396,6 +426,166 @@ proptest! {
             .collect();
         if !live.is_empty() && live.iter().all(|g| g.monitor) {
             prop_assert_eq!(enforce.applied(), Verdict::Allow, "{}", p.yaml());
+        }
+    }
+}
+
+/// The target of call `n` of `primitive` in the generated policy: `t{n}`, or a URI under the
+/// resource prefix `r://t{n}/`.
+fn target(primitive: Primitive, n: usize) -> String {
+    match primitive {
+        Primitive::Resource => format!("r://t{n}/x"),
+        Primitive::Tool | Primitive::Prompt => format!("t{n}"),
+    }
+}
+
+fn call_of(primitive: Primitive, target: &str) -> String {
+    let (method, key) = match primitive {
+        Primitive::Tool => ("tools/call", "name"),
+        Primitive::Prompt => ("prompts/get", "name"),
+        Primitive::Resource => ("resources/read", "uri"),
+    };
+    format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"{key}":"{target}"}}}}"#)
+}
+
+fn identity(agent: usize, human: bool) -> Identity<'static> {
+    Identity {
+        human: human.then(|| "hh".into()),
+        agent: Some(format!("ag{agent}").into()),
+        team: None,
+    }
+}
+
+/// Everything a decision says, to compare two of them.
+fn summary<'d>(d: &'d Decision) -> impl PartialEq + std::fmt::Debug + 'd {
+    (
+        (d.verdict, d.reason, d.would_deny, d.mode),
+        (
+            d.grant_key(),
+            d.session_key(),
+            d.policy_version.map(|v| &**v),
+        ),
+        (d.trust, d.tool),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    /// The evaluation with the collecting recorder is the one the service runs with the no-op
+    /// recorder: recording changes nothing.
+    #[test]
+    fn recording_the_evidence_does_not_change_the_decision(
+        p in policy(true),
+        primitive in prop::sample::select(Primitive::ALL.to_vec()),
+        n in 0..4usize,
+        agent in 0..2usize,
+        human in any::<bool>(),
+    ) {
+        let snapshot = p.snapshot();
+        let server = snapshot.server_named("p/s").unwrap();
+        let (caller, target) = (identity(agent, human), target(primitive, n));
+        let plain =
+            decide_call(server, &caller, SessionInput::None, primitive, &target, now(), &mut NoRecord);
+        let mut evidence = Evidence::default();
+        let recorded =
+            decide_call(server, &caller, SessionInput::None, primitive, &target, now(), &mut evidence);
+        let key = |o: &CallOutcome| {
+            (
+                (o.verdict, o.reason, o.would_deny),
+                o.grant.map(|g| g.grant.key.full.clone()),
+                (o.trust, o.facts),
+            )
+        };
+        prop_assert_eq!(key(&plain), key(&recorded), "{}", p.yaml());
+    }
+
+    /// `check` gives the service's decision for any caller and call, and its `grants[]` tells
+    /// the same story: who matched, who is live, who decided, and the trust arithmetic.
+    #[test]
+    fn check_renders_the_decision_the_service_gives(
+        p in policy(true),
+        primitive in prop::sample::select(Primitive::ALL.to_vec()),
+        n in 0..4usize,
+        agent in 0..2usize,
+        human in any::<bool>(),
+        service_monitor in prop::bool::weighted(0.2),
+    ) {
+        let snapshot = p.snapshot();
+        let server = snapshot.server_named("p/s").unwrap();
+        let options = Options {
+            mode: if service_monitor { Mode::Monitor } else { Mode::Enforce },
+            ..Options::default()
+        };
+        let target = target(primitive, n);
+        let mut req = Req::post("/s/mcp", &call_of(primitive, &target)).header("x-mcp-agent-id", &format!("ag{agent}"));
+        if human {
+            req = req.human("hh");
+        }
+        let served = authorize(Some(&snapshot), &req.input(), &options, now());
+        let caller = Caller { identity: identity(agent, human), session_id: None, session: None };
+        let mut evidence = Evidence::default();
+        let explained = check::decide_call(
+            &snapshot,
+            server,
+            caller,
+            Target { primitive, name: target.as_str().into() },
+            &options,
+            now(),
+            &mut evidence,
+        );
+        prop_assert_eq!(summary(&explained), summary(&served), "{}", p.yaml());
+
+        let report = explain::report(&explained, &evidence, now());
+        let yaml = p.yaml();
+        prop_assert_eq!(&report["decision"], served.applied().as_str());
+        prop_assert_eq!(&report["reason"], served.reason.as_str());
+        prop_assert_eq!(&report["would_deny"], served.would_deny);
+        prop_assert_eq!(report["matched_grant"].as_str(), served.grant_key());
+        prop_assert_eq!(&report[primitive.key()], target.as_str());
+        let grants = report["grants"].as_array().unwrap();
+        prop_assert_eq!(grants.len(), p.grants.len());
+        let mut decided = Vec::new();
+        let mut denied_by_rule = false;
+        for (i, spec) in p.grants.iter().enumerate() {
+            let g = &grants[i];
+            prop_assert_eq!(&g["name"], &format!("p/g{i}"));
+            let matches = spec.agent == agent && (!spec.human || human);
+            prop_assert_eq!(&g["matches"], matches, "g{} in {}", i, yaml);
+            if !g["live"].is_null() {
+                prop_assert!(matches);
+                prop_assert_eq!(&g["live"], !spec.disabled && spec.expiry != 1, "g{} in {}", i, yaml);
+            }
+            denied_by_rule |= g["rule"] == "deny";
+            if g["decided"] == true {
+                decided.push(g);
+            }
+        }
+        // A matching grant the steps never reached lies after a deny rule.
+        let unreached = grants.iter().any(|g| g["matches"] == true && g["live"].is_null());
+        prop_assert!(!unreached || denied_by_rule, "{:#}", report);
+        prop_assert_eq!(decided.len(), usize::from(served.grant.is_some()));
+        if let Some(g) = decided.first() {
+            prop_assert_eq!(g["name"].as_str(), served.grant_key());
+            if served.reason == Reason::for_primitive(primitive)[1] {
+                prop_assert_eq!(&g["rule"], "deny");
+            }
+        }
+        // Without monitor rule 3, the figures come from the grants that contribute.
+        if report["monitor_rule"].is_null() {
+            let contributing: Vec<&serde_json::Value> =
+                grants.iter().filter(|g| g["contributes"] == true).collect();
+            let trust = |v: &serde_json::Value| v.as_str().and_then(Trust::parse).unwrap_or(Trust::Low);
+            match served.trust {
+                Some(figures) => {
+                    let admin = contributing.iter().map(|g| trust(&g["max_trust"])).max();
+                    let rules = contributing.iter().map(|g| trust(&g["rule_required_trust"])).max();
+                    let own = served.tool.map(|f| f.required_trust);
+                    prop_assert_eq!(Some(figures.admin), admin, "{:#}", report);
+                    prop_assert_eq!(Some(figures.required), rules.max(own), "{:#}", report);
+                }
+                None => prop_assert!(contributing.is_empty() || served.reason == Reason::for_primitive(primitive)[1], "{:#}", report),
+            }
         }
     }
 }

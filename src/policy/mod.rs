@@ -299,6 +299,43 @@ impl Grant {
     pub fn rule_for(&self, primitive: Primitive, target: &str) -> Option<&Rule> {
         lookup(self.rules(primitive), target, |r| (&r.name, r.prefix))
     }
+
+    /// What the grant's rules say about `target` (SPEC §2 step 6), from one rule lookup.
+    pub fn ruling(&self, primitive: Primitive, target: &str) -> Ruling<'_> {
+        match self.rule_for(primitive, target) {
+            Some(rule) if rule.decision == RuleDecision::Deny => Ruling::Denied(rule),
+            Some(rule) => Ruling::Covered(Some(rule)),
+            None if self.rules(primitive).is_empty() => Ruling::Covered(None),
+            None => Ruling::Uncovered,
+        }
+    }
+}
+
+/// A grant's step 6 for one target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ruling<'g> {
+    /// A deny rule: the call is denied at once, attributed to this grant.
+    Denied(&'g Rule),
+    /// An allow rule, or (`None`) no rules for the primitive at all: the grant covers it.
+    Covered(Option<&'g Rule>),
+    /// Rules for the primitive, none for this target.
+    Uncovered,
+}
+
+impl<'g> Ruling<'g> {
+    /// The rule that applies, whatever its decision.
+    pub fn rule(self) -> Option<&'g Rule> {
+        match self {
+            Ruling::Denied(rule) => Some(rule),
+            Ruling::Covered(rule) => rule,
+            Ruling::Uncovered => None,
+        }
+    }
+
+    /// The trust the rule requires; low without one.
+    pub fn required_trust(self) -> Trust {
+        self.rule().map_or(Trust::Low, |r| r.required_trust)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use super::load::PolicySet;
 use super::{Entry, Grant, Primitive, Server, Session, Subject, Text, lookup};
+use crate::decision::Reason;
+use crate::time::Timestamp;
 
 /// A caller's identity as resolved from the request; empty strings never appear here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,6 +72,36 @@ pub struct CompiledGrant {
 pub struct CompiledSession {
     pub session: Session,
     pub subject: EffectiveSubject,
+}
+
+/// Past `expiresAt` (strictly: equal is still valid).
+fn past(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
+    expires_at.is_some_and(|t| t < now)
+}
+
+impl CompiledGrant {
+    /// Past its `expiresAt`: skipped by the grant steps (SPEC §2 step 5).
+    pub fn expired(&self, now: Timestamp) -> bool {
+        past(self.grant.expires_at, now)
+    }
+
+    /// Neither disabled nor expired: the grant takes part in steps 6–9 and in monitor rule 3.
+    pub fn live(&self, now: Timestamp) -> bool {
+        !self.grant.disabled && !self.expired(now)
+    }
+}
+
+impl CompiledSession {
+    /// Why the session, found, cannot be used: revoked, else expired (SPEC §2 step 3).
+    pub fn denial(&self, now: Timestamp) -> Option<Reason> {
+        if self.session.revoked {
+            Some(Reason::SessionRevoked)
+        } else if past(self.session.expires_at, now) {
+            Some(Reason::SessionExpired)
+        } else {
+            None
+        }
+    }
 }
 
 /// One server with everything a Check on it needs.

@@ -57,6 +57,26 @@ impl Req {
         )
     }
 
+    /// A `prompts/get` of `prompt`.
+    pub fn prompt(path: &str, prompt: &str) -> Req {
+        Req::post(
+            path,
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{{"name":"{prompt}"}}}}"#
+            ),
+        )
+    }
+
+    /// A `resources/read` of `uri`.
+    pub fn resource(path: &str, uri: &str) -> Req {
+        Req::post(
+            path,
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#
+            ),
+        )
+    }
+
     pub fn header(mut self, name: &str, value: &str) -> Req {
         self.headers.push((name.into(), value.into()));
         self
