@@ -414,6 +414,8 @@ fn a_jaeger_export_replays_streamed_or_as_one_line_with_sample_rates() {
         // session, the second edition's is the transport session beside mcp.authz.session_id.
         assert_eq!(total(&report, "unchanged"), (4, 7.0));
         assert_eq!(input(&report, "jaeger"), 1);
+        let lines = if file == &pretty { 806 } else { 1 };
+        assert_eq!(input(&report, "lines"), lines);
         assert_eq!(input(&report, "other_spans"), 1);
         let example = &report["changes"][0]["examples"][0];
         assert_eq!(example["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");

@@ -249,8 +249,14 @@ fn read_input(
         }
     };
     if layout == Layout::Document {
-        read_document(file, chunk.as_slice().chain(reader), queue, summary);
-        summary.stats.lines = lines;
+        let mut counted = CountLines {
+            inner: chunk.as_slice().chain(reader),
+            lines: 0,
+            open: false,
+        };
+        read_document(file, &mut counted, queue, summary);
+        // A last line without a newline is a line too.
+        summary.stats.lines = counted.lines + u64::from(counted.open);
         return;
     }
     let mut first_line = 1;
@@ -281,6 +287,25 @@ fn read_input(
         send(&mut chunk, first_line);
     }
     summary.stats.lines = lines;
+}
+
+/// Counts the lines a document spans as it is read.
+struct CountLines<R> {
+    inner: R,
+    lines: u64,
+    /// Bytes were read after the last newline.
+    open: bool,
+}
+
+impl<R: Read> Read for CountLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        if n > 0 {
+            self.open = buf[n - 1] != b'\n';
+        }
+        Ok(n)
+    }
 }
 
 /// A document over many lines, parsed here as a stream and handed on in batches of records.
