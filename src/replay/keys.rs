@@ -119,20 +119,98 @@ pub fn line_field(key: &str) -> Option<Field> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit_line::{self, LineFormat};
+    use crate::check::{Options, authorize};
+    use crate::policy::{Primitive, Snapshot, load_paths};
+    use crate::replay::read::{LineKind, Position, Record, Shape, Sink, read_line};
+    use crate::request::{CheckInput, Headers};
+    use crate::telemetry::AuditRecord;
+    use crate::time::Timestamp;
+    use opentelemetry::Value;
+    use std::time::{Duration, SystemTime};
 
-    /// Every key the audit code writes today and replay needs is read under its own field.
+    fn read_back(line: &str, shape: Shape) -> Record {
+        let mut sink = Sink::new(Position::default());
+        assert_eq!(read_line(line.as_bytes(), &mut sink), LineKind::Read(shape));
+        assert_eq!(sink.records.len(), 1, "{line}");
+        sink.records.remove(0)
+    }
+
+    /// The audit code's own line and span of a Check are read back field by field.
     #[test]
-    fn the_audit_keys_map_to_fields() {
-        for (key, field) in [
-            (attr::DECISION, Field::Decision),
-            (attr::SESSION_ID, Field::TransportSession),
-            (attr::TOOL_NAME, Field::Tool),
-            (spec::AUTHZ_SESSION_ID, Field::AgentSession),
-        ] {
-            assert_eq!(span_field(key), Some(field), "{key}");
+    fn what_the_audit_code_writes_is_read_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/replay/current");
+        let snapshot = Snapshot::compile(load_paths(&[dir]).unwrap());
+        let body =
+            r#"{"jsonrpc":"2.0","id":"r-1","method":"tools/call","params":{"name":"read_secret"}}"#;
+        let input = CheckInput {
+            method: "POST",
+            path: "/vault/mcp",
+            headers: Headers::new(vec![
+                ("x-mcp-human-id", "h"),
+                ("x-mcp-agent-id", "a1"),
+                ("x-mcp-team-id", "t"),
+                ("x-mcp-agent-session", "s-7"),
+            ]),
+            body: body.as_bytes(),
+            ..CheckInput::default()
+        };
+        let now = Timestamp::parse_rfc3339("2026-11-20T10:00:00.000001Z").unwrap();
+        let decision = authorize(Some(&snapshot), &input, &Options::default(), now);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(now.unix_nanos() as u64);
+        let record = AuditRecord::new([at; 2], None, &input, &decision);
+
+        let mut line = Vec::new();
+        let format = LineFormat {
+            json: true,
+            ansi: false,
+        };
+        audit_line::write(&record, format, &mut line);
+        let from_line = read_back(
+            std::str::from_utf8(&line).unwrap().trim_end(),
+            Shape::AuditLine,
+        );
+
+        let attributes: Vec<serde_json::Value> = record
+            .attributes()
+            .into_iter()
+            .map(|kv| {
+                let value = match kv.value {
+                    Value::Bool(b) => serde_json::json!({"boolValue": b}),
+                    Value::I64(n) => serde_json::json!({"intValue": n.to_string()}),
+                    other => serde_json::json!({"stringValue": other.as_str()}),
+                };
+                serde_json::json!({"key": kv.key.as_str(), "value": value})
+            })
+            .collect();
+        let span = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+            "name": CHECK_SPAN,
+            "startTimeUnixNano": now.unix_nanos().to_string(),
+            "attributes": attributes,
+        }]}]}]});
+        let from_span = read_back(&span.to_string(), Shape::Otlp);
+
+        for read in [&from_line, &from_span] {
+            assert_eq!(read.time, Some(now));
+            assert_eq!(read.would_deny, Some(false));
+            assert_eq!(read.server().as_deref(), Some("mcp/vault"));
+            assert_eq!(read.agent_session(), Some("s-7"));
+            assert_eq!(read.target(Primitive::Tool), Some("read_secret"));
+            for (field, value) in [
+                (Field::Decision, "allow"),
+                (Field::Reason, "allowed"),
+                (Field::Grant, "mcp/vault-readers"),
+                (Field::Session, "mcp/s-7"),
+                (Field::Human, "h"),
+                (Field::Agent, "a1"),
+                (Field::Team, "t"),
+                (Field::Method, "tools/call"),
+                (Field::RequestId, "r-1"),
+                (Field::HttpMethod, "POST"),
+                (Field::Path, "/vault/mcp"),
+            ] {
+                assert_eq!(read.text(field), Some(value), "{field:?}");
+            }
         }
-        assert_eq!(span_field("http.response.status_code"), None);
-        assert_eq!(line_field("session_id"), Some(Field::AgentSession));
-        assert_eq!(line_field("status_code"), None);
     }
 }
