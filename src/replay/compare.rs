@@ -222,7 +222,7 @@ fn policy_independent(reason: Reason) -> bool {
 }
 
 /// The primitives the decision core decides today: tools, whatever `govern` says.
-fn decided(_server: &CompiledServer, primitive: Primitive) -> bool {
+fn decided(primitive: Primitive) -> bool {
     primitive == Primitive::Tool
 }
 
@@ -298,7 +298,7 @@ impl Policy {
         let Some(primitive) = record
             .text(Field::Method)
             .and_then(rpc::primitive_of)
-            .filter(|&p| decided(server, p))
+            .filter(|&p| decided(p))
         else {
             return Ok(allowed);
         };

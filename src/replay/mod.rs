@@ -343,25 +343,28 @@ struct Progress<'a> {
     enabled: bool,
     done: &'a AtomicU64,
     started: Instant,
-    last: Option<Instant>,
+    last: Instant,
+    printed: bool,
 }
 
 impl<'a> Progress<'a> {
     fn new(enabled: bool, done: &'a AtomicU64) -> Self {
+        let started = Instant::now();
         Progress {
             enabled,
             done,
-            started: Instant::now(),
-            last: None,
+            started,
+            last: started,
+            printed: false,
         }
     }
 
     fn tick(&mut self) {
         let now = Instant::now();
-        if !self.enabled || self.last.is_some_and(|t| now - t < PROGRESS_EVERY) {
+        if !self.enabled || now - self.last < PROGRESS_EVERY {
             return;
         }
-        self.last = Some(now);
+        (self.last, self.printed) = (now, true);
         let records = self.done.load(Ordering::Relaxed);
         let seconds = (now - self.started).as_secs_f64().max(1e-3);
         eprint!(
@@ -371,7 +374,7 @@ impl<'a> Progress<'a> {
     }
 
     fn finish(&self) {
-        if self.last.is_some() {
+        if self.printed {
             // Clears the progress line.
             eprint!("\r\x1b[2K");
         }
