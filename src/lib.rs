@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod reload;
+pub mod replay;
 pub mod request;
 pub mod response;
 pub mod rpc;

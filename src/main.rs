@@ -1,4 +1,4 @@
-//! The `mcp-authz` binary: `serve`, `validate` and `check`.
+//! The `mcp-authz` binary: `serve`, `validate`, `check` and `replay`.
 
 use std::borrow::Cow;
 use std::io::IsTerminal;
@@ -23,19 +23,27 @@ use mcp_authz::policy::Snapshot;
 use mcp_authz::policy::snapshot::Identity;
 use mcp_authz::policy::{LoadError, Severity, load_paths};
 use mcp_authz::reload::{self, PolicyStore};
+use mcp_authz::replay::compare::{Baseline, Change, Policy, Replayer};
+use mcp_authz::replay::report::{PolicySource, Report};
+use mcp_authz::replay::{self, Input};
 use mcp_authz::service::{CheckContext, serve, set_health};
-use mcp_authz::settings::{AdminListen, CheckArgs, Cli, Command, LogFormat, ServeArgs};
+use mcp_authz::settings::{
+    AdminListen, CheckArgs, Cli, Command, FailOn, LogFormat, ReplayArgs, ReportFormat, ServeArgs,
+};
 use mcp_authz::telemetry::{Audit, AuditWorker, ExportConfig};
 use mcp_authz::time::Timestamp;
 
 /// Exit status for an invalid policy set at start-up.
 const EXIT_INVALID_POLICY: u8 = 2;
+/// Exit status of `replay` when a change of the `--fail-on` kind was found.
+const EXIT_CHANGED: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { paths } => validate(&paths),
         Command::Check(args) => check(&args),
+        Command::Replay(args) => replay(&args),
         Command::Serve(args) => {
             let (output, lines) = init_logging(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -137,6 +145,94 @@ fn check(args: &CheckArgs) -> ExitCode {
         serde_json::to_string_pretty(&report).unwrap_or_default()
     );
     ExitCode::from(explain::exit_code(&decision))
+}
+
+/// `replay`: exit 0, 4 when a change of the `--fail-on` kind was found, 2 for an invalid policy
+/// set, an unknown `--enforce` name or no readable input.
+fn replay(args: &ReplayArgs) -> ExitCode {
+    let invalid = ExitCode::from(EXIT_INVALID_POLICY);
+    let load = |dir: &std::path::PathBuf| match load_paths(std::slice::from_ref(dir)) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            eprintln!("{}:", dir.display());
+            print_problems(&e);
+            None
+        }
+    };
+    let Some(mut candidate) = load(&args.policy_dir) else {
+        return invalid;
+    };
+    match replay::enforce(&mut candidate, &args.enforce) {
+        Ok(notes) => notes.iter().for_each(|note| eprintln!("note: {note}")),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return invalid;
+        }
+    }
+    let mode = args.mode.into();
+    let baseline = match &args.against {
+        None => Baseline::Recorded,
+        Some(dir) => match load(dir) {
+            Some(set) => Baseline::Current(Box::new(Policy::new(Snapshot::compile(set), mode))),
+            None => return invalid,
+        },
+    };
+    let replayer = Replayer {
+        candidate: Policy::new(Snapshot::compile(candidate), mode),
+        baseline,
+    };
+    let inputs: Vec<Input> = args.files.iter().cloned().map(Input::new).collect();
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let replayed = replay::run(&replayer, &inputs, workers, std::io::stderr().is_terminal());
+    for file in &replayed.files {
+        if let Some(error) = &file.error {
+            eprintln!("warning: {}: {error}", file.name);
+        }
+    }
+    let tally = &replayed.tally;
+    if tally.read.records == 0 {
+        eprintln!("error: no recorded decision could be read from the input");
+        return invalid;
+    }
+    let against = args.against.as_ref().zip(match &replayer.baseline {
+        Baseline::Current(current) => Some(current),
+        Baseline::Recorded => None,
+    });
+    let dirs = (
+        args.policy_dir.display().to_string(),
+        against.map(|(dir, _)| dir.display().to_string()),
+    );
+    let report = Report {
+        candidate: PolicySource {
+            dir: &dirs.0,
+            revision: &replayer.candidate.snapshot.revision,
+        },
+        against: against
+            .zip(dirs.1.as_deref())
+            .map(|((_, current), dir)| PolicySource {
+                dir,
+                revision: &current.snapshot.revision,
+            }),
+        mode,
+        enforce: &args.enforce,
+        files: &replayed.files,
+        tally,
+    };
+    match args.format {
+        ReportFormat::Text => print!("{}", report.text()),
+        ReportFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report.json()).unwrap_or_default()
+        ),
+    }
+    let found = |change: Change| tally.changed[change as usize].records > 0;
+    let failed = match args.fail_on {
+        None => false,
+        Some(FailOn::Any) => tally.changed_total().records > 0,
+        Some(FailOn::Tighten) => found(Change::Tighten),
+        Some(FailOn::Loosen) => found(Change::Loosen),
+    };
+    ExitCode::from(if failed { EXIT_CHANGED } else { 0 })
 }
 
 fn print_problems(error: &LoadError) {

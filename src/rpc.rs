@@ -303,7 +303,7 @@ impl<'a> TopObject<'a> {
 }
 
 /// The primitive whose call `method` is (SPEC §2 step 7), governed or not.
-fn primitive_of(method: &str) -> Option<Primitive> {
+pub fn primitive_of(method: &str) -> Option<Primitive> {
     match method {
         "tools/call" | "call_tool" => Some(Primitive::Tool),
         "prompts/get" => Some(Primitive::Prompt),

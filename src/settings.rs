@@ -32,6 +32,48 @@ pub enum Command {
     /// Explain the decision for one call of a tool, prompt or resource, as JSON (exit 0 allowed,
     /// 1 denied, 3 would-deny).
     Check(CheckArgs),
+    /// Decide recorded decisions again against a candidate policy set and report what changes.
+    Replay(ReplayArgs),
+}
+
+/// `replay` (SPEC §8).
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// The candidate policy set (directory or file).
+    #[arg(long)]
+    pub policy_dir: PathBuf,
+    /// Compare with the records decided against this policy set instead of as recorded.
+    #[arg(long, value_name = "CURRENT")]
+    pub against: Option<PathBuf>,
+    /// Treat this monitor grant or server of the candidate (`namespace/name`), or `all`, as
+    /// enforce; repeatable.
+    #[arg(long, value_name = "NS/NAME|all")]
+    pub enforce: Vec<String>,
+    /// The service mode the records are decided in.
+    #[arg(long, value_enum, default_value = "enforce")]
+    pub mode: ServiceMode,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Exit 4 when a change of this kind is found.
+    #[arg(long, value_enum)]
+    pub fail_on: Option<FailOn>,
+    /// Audit lines, OTLP JSON or Jaeger JSON, gzip or not; `-` is standard input.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+/// Which changes fail a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Any,
+    Tighten,
+    Loosen,
 }
 
 /// The caller's identity as resolved, whatever the server's auth mode, and exactly one target.

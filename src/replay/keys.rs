@@ -1,0 +1,216 @@
+//! Where replay finds each field of a recorded decision: its span attribute (SPEC §4) and its
+//! field in the service's JSON audit line. Every key name replay reads is here, taken from the
+//! audit code wherever it defines one.
+
+use crate::logging::AUDIT_TARGET;
+use crate::telemetry::{SPAN_NAME, attr};
+
+/// The span name of a Check.
+pub const CHECK_SPAN: &str = SPAN_NAME;
+
+/// Attributes of SPEC §4 that the audit code does not record yet: replay reads them when
+/// present and does without them otherwise.
+pub mod spec {
+    /// The MCPAgentSession id as sent; in the first edition it was `mcp.session.id`.
+    pub const AUTHZ_SESSION_ID: &str = "mcp.authz.session_id";
+    pub const SAMPLE_RATE: &str = "mcp.authz.sample_rate";
+    pub const PROMPT_NAME: &str = "gen_ai.prompt.name";
+    pub const RESOURCE_URI: &str = "mcp.resource.uri";
+}
+
+/// What replay reads of a record, besides its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The verdict applied: `allow` or `deny`.
+    Decision,
+    Reason,
+    Grant,
+    Session,
+    /// `namespace/name` (log lines).
+    Server,
+    /// The server's two halves (spans).
+    ServerName,
+    ServerNamespace,
+    Human,
+    Agent,
+    Team,
+    /// The MCPAgentSession id as sent.
+    AgentSession,
+    /// `mcp.session.id`: the MCP transport session, except in first-edition spans.
+    TransportSession,
+    Method,
+    Tool,
+    Prompt,
+    Resource,
+    RequestId,
+    HttpMethod,
+    Path,
+    TraceId,
+    /// A bool: the denial was let through.
+    WouldDeny,
+    /// A number: the fraction of such decisions recorded (SPEC §4b).
+    SampleRate,
+}
+
+impl Field {
+    pub const COUNT: usize = Field::SampleRate as usize + 1;
+}
+
+/// The field a span attribute carries.
+pub fn span_field(key: &str) -> Option<Field> {
+    Some(match key {
+        attr::DECISION => Field::Decision,
+        attr::REASON => Field::Reason,
+        attr::WOULD_DENY => Field::WouldDeny,
+        attr::MATCHED_GRANT => Field::Grant,
+        attr::MATCHED_SESSION => Field::Session,
+        attr::SERVER_NAME => Field::ServerName,
+        attr::SERVER_NAMESPACE => Field::ServerNamespace,
+        attr::ENDUSER_ID => Field::Human,
+        attr::AGENT_ID => Field::Agent,
+        attr::TEAM_ID => Field::Team,
+        attr::SESSION_ID => Field::TransportSession,
+        spec::AUTHZ_SESSION_ID => Field::AgentSession,
+        attr::METHOD_NAME => Field::Method,
+        attr::TOOL_NAME => Field::Tool,
+        spec::PROMPT_NAME => Field::Prompt,
+        spec::RESOURCE_URI => Field::Resource,
+        attr::REQUEST_ID => Field::RequestId,
+        attr::HTTP_METHOD => Field::HttpMethod,
+        attr::URL_PATH => Field::Path,
+        spec::SAMPLE_RATE => Field::SampleRate,
+        _ => return None,
+    })
+}
+
+/// An audit line: `"message":"decision"` of the audit target.
+pub const LINE_MESSAGE: (&str, &str) = ("message", "decision");
+pub const LINE_TARGET: (&str, &str) = ("target", AUDIT_TARGET);
+/// The line's time: when the Check ended, in microseconds.
+pub const LINE_TIME: &str = "timestamp";
+
+/// The field of an audit line's key (the names `audit_line::write` gives them).
+pub fn line_field(key: &str) -> Option<Field> {
+    Some(match key {
+        "decision" => Field::Decision,
+        "reason" => Field::Reason,
+        "would_deny" => Field::WouldDeny,
+        "grant" => Field::Grant,
+        "session" => Field::Session,
+        "server" => Field::Server,
+        "human" => Field::Human,
+        "agent" => Field::Agent,
+        "team" => Field::Team,
+        // Lines never carried the transport session: this is the MCPAgentSession id.
+        "session_id" => Field::AgentSession,
+        "method" => Field::Method,
+        "tool" => Field::Tool,
+        "prompt" => Field::Prompt,
+        "resource" => Field::Resource,
+        "request_id" => Field::RequestId,
+        "http_method" => Field::HttpMethod,
+        "path" => Field::Path,
+        "trace_id" => Field::TraceId,
+        "sample_rate" => Field::SampleRate,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit_line::{self, LineFormat};
+    use crate::check::{Options, authorize};
+    use crate::policy::{Primitive, Snapshot, load_paths};
+    use crate::replay::read::{LineKind, Position, Record, Shape, Sink, read_line};
+    use crate::request::{CheckInput, Headers};
+    use crate::telemetry::AuditRecord;
+    use crate::time::Timestamp;
+    use opentelemetry::Value;
+    use std::time::{Duration, SystemTime};
+
+    fn read_back(line: &str, shape: Shape) -> Record {
+        let mut sink = Sink::new(Position::default());
+        assert_eq!(read_line(line.as_bytes(), &mut sink), LineKind::Read(shape));
+        assert_eq!(sink.records.len(), 1, "{line}");
+        sink.records.remove(0)
+    }
+
+    /// The audit code's own line and span of a Check are read back field by field.
+    #[test]
+    fn what_the_audit_code_writes_is_read_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/replay/current");
+        let snapshot = Snapshot::compile(load_paths(&[dir]).unwrap());
+        let body =
+            r#"{"jsonrpc":"2.0","id":"r-1","method":"tools/call","params":{"name":"read_secret"}}"#;
+        let input = CheckInput {
+            method: "POST",
+            path: "/vault/mcp",
+            headers: Headers::new(vec![
+                ("x-mcp-human-id", "h"),
+                ("x-mcp-agent-id", "a1"),
+                ("x-mcp-team-id", "t"),
+                ("x-mcp-agent-session", "s-7"),
+            ]),
+            body: body.as_bytes(),
+            ..CheckInput::default()
+        };
+        let now = Timestamp::parse_rfc3339("2026-11-20T10:00:00.000001Z").unwrap();
+        let decision = authorize(Some(&snapshot), &input, &Options::default(), now);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(now.unix_nanos() as u64);
+        let record = AuditRecord::new([at; 2], None, &input, &decision);
+
+        let mut line = Vec::new();
+        let format = LineFormat {
+            json: true,
+            ansi: false,
+        };
+        audit_line::write(&record, format, &mut line);
+        let from_line = read_back(
+            std::str::from_utf8(&line).unwrap().trim_end(),
+            Shape::AuditLine,
+        );
+
+        let attributes: Vec<serde_json::Value> = record
+            .attributes()
+            .into_iter()
+            .map(|kv| {
+                let value = match kv.value {
+                    Value::Bool(b) => serde_json::json!({"boolValue": b}),
+                    Value::I64(n) => serde_json::json!({"intValue": n.to_string()}),
+                    other => serde_json::json!({"stringValue": other.as_str()}),
+                };
+                serde_json::json!({"key": kv.key.as_str(), "value": value})
+            })
+            .collect();
+        let span = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+            "name": CHECK_SPAN,
+            "startTimeUnixNano": now.unix_nanos().to_string(),
+            "attributes": attributes,
+        }]}]}]});
+        let from_span = read_back(&span.to_string(), Shape::Otlp);
+
+        for read in [&from_line, &from_span] {
+            assert_eq!(read.time, Some(now));
+            assert_eq!(read.would_deny, Some(false));
+            assert_eq!(read.server().as_deref(), Some("mcp/vault"));
+            assert_eq!(read.agent_session(), Some("s-7"));
+            assert_eq!(read.target(Primitive::Tool), Some("read_secret"));
+            for (field, value) in [
+                (Field::Decision, "allow"),
+                (Field::Reason, "allowed"),
+                (Field::Grant, "mcp/vault-readers"),
+                (Field::Session, "mcp/s-7"),
+                (Field::Human, "h"),
+                (Field::Agent, "a1"),
+                (Field::Team, "t"),
+                (Field::Method, "tools/call"),
+                (Field::RequestId, "r-1"),
+                (Field::HttpMethod, "POST"),
+                (Field::Path, "/vault/mcp"),
+            ] {
+                assert_eq!(read.text(field), Some(value), "{field:?}");
+            }
+        }
+    }
+}
