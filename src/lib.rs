@@ -18,6 +18,7 @@
 //! - [`check`]: the whole Check: server selection, batches, service/server monitor mode.
 //! - [`decision`]: the outcome and its evidence; reason codes.
 //! - [`explain`]: the `check` command's report: the decision and what each grant did.
+//! - [`filter`]: list answers narrowed to what the caller may call (ext_proc, SPEC §7).
 //! - [`response`]: Decision → CheckResponse (headers, denied body, dynamic metadata), written
 //!   straight to protobuf wire bytes.
 //! - [`proto`], [`codec`]: generated ext_authz types and server, and the gRPC codecs.
@@ -39,6 +40,7 @@ pub mod codec;
 pub mod decide;
 pub mod decision;
 pub mod explain;
+pub mod filter;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
