@@ -10,7 +10,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mcp_authz::check::{Options, authorize};
 use mcp_authz::metrics::Metrics;
-use mcp_authz::policy::{Snapshot, load_files, load_paths};
+use mcp_authz::policy::{Governs, Snapshot, load_files, load_paths};
 use mcp_authz::proto::auth::{CheckRequest, CheckResponse, OkHttpResponse, check_response};
 use mcp_authz::request::CheckInput as Input;
 use mcp_authz::request::{CheckInput, Headers};
@@ -34,7 +34,15 @@ fn inspection(c: &mut Criterion) {
         let body = tools_call("echo", size.saturating_sub(base));
         assert!((body.len() as isize - size as isize).abs() < 8);
         c.bench_function(name, |b| {
-            b.iter(|| rpc::inspect("POST", &headers, black_box(body.as_bytes()), 1 << 20))
+            b.iter(|| {
+                rpc::inspect(
+                    "POST",
+                    &headers,
+                    black_box(body.as_bytes()),
+                    1 << 20,
+                    Governs::TOOLS_ONLY,
+                )
+            })
         });
     }
 }

@@ -61,11 +61,13 @@ pub fn authorize<'a>(
         &input.headers,
         input.body,
         options.max_body_bytes,
+        server.server.govern,
     ) {
         Ok(Inspection::NotACall) => Vec::new(),
         Ok(Inspection::Messages(messages)) => messages,
-        Err(reason) => {
-            decision.reason = reason;
+        Err(refusal) => {
+            decision.reason = refusal.reason;
+            decision.call = refusal.call.map(|call| *call);
             return finish(decision, monitor);
         }
     };

@@ -2,16 +2,34 @@
 //! a strict RFC 8259 reader that extracts only what the decision needs.
 //!
 //! The reader validates the whole body (UTF-8, escapes, surrogates, numbers, depth) but keeps
-//! just each top-level object's `method`, `id`, `result`/`error` presence and `params.name` /
-//! `params._meta.traceparent`, borrowing from the body where no escape forces a copy.
+//! just each top-level object's `method`, `id`, `result`/`error` presence, `params.name`,
+//! `params.uri` and two keys of `params._meta` (`traceparent`, the protocol version), borrowing
+//! from the body where no escape forces a copy.
 
 use std::borrow::Cow;
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
 use crate::decision::{CallInfo, Reason, Target};
-use crate::policy::Primitive;
+use crate::policy::{Governs, Primitive};
 use crate::request::Headers;
 
 const JSON: &[u8] = b"application/json";
+
+/// `params._meta` key of the MCP protocol version a message is sent under.
+const PROTOCOL_VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// Standard base64 as SPEC §2 step 7a reads `=?base64?B?=` routing headers: RFC 4648 alphabet,
+/// padding required, pad bits zero, so each value has one encoding. (The crate's `STANDARD` is
+/// configured so today; spelled out, a change of its defaults cannot loosen the comparison.)
+const ROUTING_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(false),
+);
 
 /// Deepest nesting accepted; the outermost `[` or `{` is level 1.
 pub const MAX_DEPTH: usize = 64;
@@ -32,13 +50,30 @@ pub enum Message<'a> {
     Request(CallInfo<'a>),
 }
 
-/// Inspects the HTTP request and its body.
+/// Why inspection denies the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal<'a> {
+    pub reason: Reason,
+    /// The request that routing headers misdescribe, when the body is that one request: the
+    /// denial can then answer it in JSON-RPC form (SPEC §3). Boxed: only this rare denial has
+    /// one, and every other result stays small.
+    pub call: Option<Box<CallInfo<'a>>>,
+}
+
+impl From<Reason> for Refusal<'_> {
+    fn from(reason: Reason) -> Self {
+        Refusal { reason, call: None }
+    }
+}
+
+/// Inspects the HTTP request and its body, for a server that decides the calls of `governs`.
 pub fn inspect<'a>(
     method: &str,
     headers: &Headers<'a>,
     body: &'a [u8],
     max_body_bytes: usize,
-) -> Result<Inspection<'a>, Reason> {
+    governs: Governs,
+) -> Result<Inspection<'a>, Refusal<'a>> {
     if !method.eq_ignore_ascii_case("POST") {
         return Ok(Inspection::NotACall);
     }
@@ -48,7 +83,7 @@ pub fn inspect<'a>(
             .windows(JSON.len())
             .any(|w| w.eq_ignore_ascii_case(JSON))
     {
-        return Err(Reason::RpcInspectionFailed);
+        return Err(Reason::RpcInspectionFailed.into());
     }
     let partial = headers
         .get("x-envoy-auth-partial-body")
@@ -56,15 +91,87 @@ pub fn inspect<'a>(
     let content_length = headers.get("content-length").and_then(|v| parse_length(&v));
     let body_len = body.len() as u64;
     if partial || (!body.is_empty() && content_length.is_some_and(|cl| body_len < cl)) {
-        return Err(Reason::RpcBodyTruncated);
+        return Err(Reason::RpcBodyTruncated.into());
     }
     if body.is_empty() && content_length.is_some_and(|cl| cl > 0) {
-        return Err(Reason::RpcBodyMissing);
+        return Err(Reason::RpcBodyMissing.into());
     }
     if body.len() > max_body_bytes {
-        return Err(Reason::RpcInspectionFailed);
+        return Err(Reason::RpcInspectionFailed.into());
     }
-    parse_messages(body).map(Inspection::Messages)
+    let messages = parse_messages(body)?;
+    // Step 7: a governed resource URI without a canonical form means different things to
+    // different servers, so no decision on it could be trusted.
+    if governs.resources
+        && messages.iter().any(|m| {
+            matches!(m, Message::Request(CallInfo { target: Some(t), .. })
+                if t.primitive == Primitive::Resource && crate::uri::canonical(&t.name).is_none())
+        })
+    {
+        return Err(Reason::RpcAmbiguous.into());
+    }
+    // The body parsed, so it is an object or an array and its first byte tells which.
+    let batch = body.trim_ascii_start().starts_with(b"[");
+    routed(headers, batch, messages).map(Inspection::Messages)
+}
+
+/// Step 7a: when the request carries MCP routing headers (`mcp-method`, `mcp-name`), they
+/// must describe the body's one message, since what the gateway routed, logged or matched on
+/// has to be the call that is authorized.
+fn routed<'a>(
+    headers: &Headers<'a>,
+    batch: bool,
+    mut messages: Vec<Message<'a>>,
+) -> Result<Vec<Message<'a>>, Refusal<'a>> {
+    let method = headers.get("mcp-method");
+    let name = headers.get("mcp-name");
+    if method.is_none() && name.is_none() {
+        return Ok(messages);
+    }
+    let (method, name) = (method.as_deref(), name.as_deref());
+    let described = !batch
+        && match messages.as_slice() {
+            [Message::Request(call)] => describes(method, name, call),
+            // A response has no method for `mcp-method` to equal, and no target for `mcp-name`.
+            _ => method.is_none(),
+        };
+    if described {
+        return Ok(messages);
+    }
+    let call = match messages.pop() {
+        Some(Message::Request(call)) if !batch => Some(Box::new(call)),
+        _ => None,
+    };
+    Err(Refusal {
+        reason: Reason::RpcHeaderMismatch,
+        call,
+    })
+}
+
+/// The routing headers present describe `call`: `mcp-method` its method; `mcp-name` the
+/// target as sent, required with `mcp-method` for a primitive's method, else not compared.
+fn describes(method: Option<&str>, name: Option<&str>, call: &CallInfo) -> bool {
+    method.is_none_or(|m| header_equals(m, &call.method))
+        && call
+            .target
+            .as_ref()
+            // One of the two is present: without `mcp-name`, `mcp-method` is.
+            .is_none_or(|t| name.is_some_and(|n| header_equals(n, &t.name)))
+}
+
+/// A routing header's value equals `expected` as it is or, in the form `=?base64?B?=`, once B
+/// is decoded to UTF-8 text; a value that does not decode equals nothing.
+fn header_equals(value: &str, expected: &str) -> bool {
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
+        // Equal bytes of a `str` are UTF-8, so no separate UTF-8 check is needed.
+        Some(encoded) => ROUTING_BASE64
+            .decode(encoded)
+            .is_ok_and(|decoded| decoded == expected.as_bytes()),
+        None => value == expected,
+    }
 }
 
 /// Plain decimal digits that fit in 64 bits, else absent.
@@ -75,7 +182,7 @@ fn parse_length(value: &str) -> Option<u64> {
     value.parse().ok()
 }
 
-/// The body as JSON-RPC messages (steps 4–7).
+/// The body as JSON-RPC messages, each call with its target (steps 4–6).
 pub fn parse_messages(body: &[u8]) -> Result<Vec<Message<'_>>, Reason> {
     let text = std::str::from_utf8(body).map_err(|_| Reason::RpcInspectionFailed)?;
     let mut reader = Reader {
@@ -89,9 +196,9 @@ pub fn parse_messages(body: &[u8]) -> Result<Vec<Message<'_>>, Reason> {
     // The first element that is not a JSON-RPC message.
     let mut invalid = None;
     reader
-        .document(|top| {
+        .document(|top, in_batch| {
             ambiguous |= top.is_ambiguous();
-            match top.into_message() {
+            match top.into_message(in_batch) {
                 Ok(message) => messages.push(message),
                 Err(reason) => {
                     invalid.get_or_insert(reason);
@@ -105,12 +212,12 @@ pub fn parse_messages(body: &[u8]) -> Result<Vec<Message<'_>>, Reason> {
     invalid.map_or(Ok(messages), Err)
 }
 
-/// Counts of keys that fold to `method`, `params` and `name` in one object.
+/// Counts of keys that fold to `method`, `params`, `name`, `uri` and `id` in one object.
 #[derive(Debug, Default, Clone, Copy)]
-struct FoldCounts([u8; 3]);
+struct FoldCounts([u8; 5]);
 
 impl FoldCounts {
-    const WORDS: [&'static str; 3] = ["method", "params", "name"];
+    const WORDS: [&'static str; 5] = ["method", "params", "name", "uri", "id"];
 
     fn add(&mut self, key: &str) {
         for (i, word) in Self::WORDS.iter().enumerate() {
@@ -154,9 +261,12 @@ struct TopObject<'a> {
     method: Option<Cow<'a, str>>,
     has_id: bool,
     id: Option<Cow<'a, str>>,
+    id_json: Option<&'a str>,
     has_result_or_error: bool,
-    tool_name: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
+    uri: Option<Cow<'a, str>>,
     traceparent: Option<Cow<'a, str>>,
+    protocol_version: Option<Cow<'a, str>>,
 }
 
 impl<'a> TopObject<'a> {
@@ -164,7 +274,7 @@ impl<'a> TopObject<'a> {
         self.counts.repeated() || self.params_counts.repeated()
     }
 
-    fn into_message(self) -> Result<Message<'a>, Reason> {
+    fn into_message(self, in_batch: bool) -> Result<Message<'a>, Reason> {
         if self.has_id && self.has_result_or_error && !self.has_method_key {
             return Ok(Message::Response);
         }
@@ -172,17 +282,33 @@ impl<'a> TopObject<'a> {
             .method
             .filter(|m| !m.trim_matches([' ', '\t', '\r', '\n']).is_empty())
             .ok_or(Reason::RpcInspectionFailed)?;
-        let target = matches!(method.as_ref(), "tools/call" | "call_tool").then(|| Target {
-            primitive: Primitive::Tool,
-            name: self.tool_name.unwrap_or(Cow::Borrowed("")),
+        let target = primitive_of(&method).map(|primitive| Target {
+            primitive,
+            name: match primitive {
+                Primitive::Tool | Primitive::Prompt => self.name,
+                Primitive::Resource => self.uri,
+            }
+            .unwrap_or(Cow::Borrowed("")),
         });
         Ok(Message::Request(CallInfo {
             method,
             target,
             id: self.id,
+            id_json: self.id_json.map(Cow::Borrowed),
+            in_batch,
             traceparent: self.traceparent,
-            ..CallInfo::default()
+            protocol_version: self.protocol_version,
         }))
+    }
+}
+
+/// The primitive whose call `method` is (SPEC §2 step 7), governed or not.
+fn primitive_of(method: &str) -> Option<Primitive> {
+    match method {
+        "tools/call" | "call_tool" => Some(Primitive::Tool),
+        "prompts/get" => Some(Primitive::Prompt),
+        "resources/read" | "resources/subscribe" => Some(Primitive::Resource),
+        _ => None,
     }
 }
 
@@ -228,17 +354,17 @@ impl<'a> Reader<'a> {
     }
 
     /// The whole body: one object or a non-empty array of objects, then only white space. Each
-    /// object goes to `each` as it is read.
-    fn document(&mut self, mut each: impl FnMut(TopObject<'a>)) -> Option<()> {
+    /// object goes to `each` as it is read, with whether it is an element of an array.
+    fn document(&mut self, mut each: impl FnMut(TopObject<'a>, bool)) -> Option<()> {
         self.skip_ws();
         match self.peek()? {
-            b'{' => each(self.top_object()?),
+            b'{' => each(self.top_object()?, false),
             b'[' => {
                 let count = self.array(|r| {
                     if r.peek()? != b'{' {
                         return None;
                     }
-                    each(r.top_object()?);
+                    each(r.top_object()?, true);
                     Some(())
                 })?;
                 if count == 0 {
@@ -262,7 +388,9 @@ impl<'a> Reader<'a> {
                 }
                 "id" => {
                     top.has_id = true;
-                    top.id = reader.value_id()?;
+                    let (json, text) = reader.value_id()?;
+                    top.id_json = Some(json);
+                    top.id = text;
                 }
                 "result" | "error" => {
                     top.has_result_or_error = true;
@@ -341,15 +469,22 @@ impl<'a> Reader<'a> {
         Some(None)
     }
 
-    /// The JSON-RPC id as text: a string's value, else the value's JSON text (`null` → none).
-    fn value_id(&mut self) -> Option<Option<Cow<'a, str>>> {
-        if self.peek() == Some(b'"') {
-            return self.string(true).map(Some);
-        }
+    /// The JSON-RPC id: its JSON text exactly as sent, and as text (a string's value, else its
+    /// JSON text; none for `null`).
+    fn value_id(&mut self) -> Option<(&'a str, Option<Cow<'a, str>>)> {
         let start = self.pos;
-        self.skip_value()?;
-        let raw = &self.text[start..self.pos];
-        Some((raw != "null").then_some(Cow::Borrowed(raw)))
+        let value = match self.peek() {
+            Some(b'"') => Some(self.string(true)?),
+            _ => {
+                self.skip_value()?;
+                None
+            }
+        };
+        let json = &self.text[start..self.pos];
+        Some((
+            json,
+            value.or_else(|| (json != "null").then_some(Cow::Borrowed(json))),
+        ))
     }
 
     /// A value kept only for the `params` or `_meta` object it may be.
@@ -361,17 +496,18 @@ impl<'a> Reader<'a> {
             Keep::Params => self.object(|r, key| {
                 top.params_counts.add(&key);
                 match key.as_ref() {
-                    "name" => top.tool_name = r.value_string()?,
+                    "name" => top.name = r.value_string()?,
+                    "uri" => top.uri = r.value_string()?,
                     "_meta" => r.value(Keep::Meta, top)?,
                     _ => r.skip_value()?,
                 }
                 Some(())
             }),
             Keep::Meta => self.object(|r, key| {
-                if key == "traceparent" {
-                    top.traceparent = r.value_string()?;
-                } else {
-                    r.skip_value()?;
+                match key.as_ref() {
+                    "traceparent" => top.traceparent = r.value_string()?,
+                    PROTOCOL_VERSION_KEY => top.protocol_version = r.value_string()?,
+                    _ => r.skip_value()?,
                 }
                 Some(())
             }),
@@ -646,9 +782,435 @@ mod tests {
         );
     }
 
+    const ALL: Governs = Governs {
+        prompts: true,
+        resources: true,
+    };
+
+    fn call(body: &str) -> CallInfo<'_> {
+        match messages(body).unwrap().remove(0) {
+            Message::Request(call) => call,
+            Message::Response => panic!("{body} is a response"),
+        }
+    }
+
+    fn post<'a>(
+        headers: &[(&'a str, &'a str)],
+        body: &'a str,
+        governs: Governs,
+    ) -> Result<Inspection<'a>, Refusal<'a>> {
+        let headers = Headers::new(headers.to_vec());
+        inspect("POST", &headers, body.as_bytes(), 1 << 20, governs)
+    }
+
+    /// What step 7a makes of `body` under `headers`: passed, or the reason and the id (as sent)
+    /// of the request the refusal answers.
+    fn verdict(
+        headers: &[(&'static str, &'static str)],
+        body: &'static str,
+    ) -> Result<(), (Reason, Option<String>)> {
+        post(headers, body, Governs::TOOLS_ONLY)
+            .map(drop)
+            .map_err(|r| {
+                (
+                    r.reason,
+                    r.call.and_then(|c| c.id_json).map(Cow::into_owned),
+                )
+            })
+    }
+
+    #[test]
+    fn every_primitive_names_its_target() {
+        let target = |body| {
+            call(body)
+                .target
+                .map(|t| (t.primitive, t.name.into_owned()))
+        };
+        let named = |p, n: &str| Some((p, n.to_string()));
+        for (body, want) in [
+            (
+                r#"{"method":"tools/call","params":{"name":"echo","uri":"x"}}"#,
+                named(Primitive::Tool, "echo"),
+            ),
+            (
+                r#"{"method":"call_tool","params":{"name":"echo"}}"#,
+                named(Primitive::Tool, "echo"),
+            ),
+            (
+                r#"{"method":"prompts/get","params":{"name":"sum\u006darize","arguments":{"name":"x"}}}"#,
+                named(Primitive::Prompt, "summarize"),
+            ),
+            (
+                r#"{"method":"prompts/get","params":{"name":["a"]}}"#,
+                named(Primitive::Prompt, ""),
+            ),
+            (
+                r#"{"method":"resources/read","params":{"uri":"kb://a/./b","name":"n"}}"#,
+                named(Primitive::Resource, "kb://a/./b"),
+            ),
+            (
+                r#"{"method":"resources/subscribe","params":{"uri":"kb:\/\/x"}}"#,
+                named(Primitive::Resource, "kb://x"),
+            ),
+            (
+                r#"{"method":"resources/read","params":{"name":"kb://x","uri":null}}"#,
+                named(Primitive::Resource, ""),
+            ),
+            (
+                r#"{"method":"resources/read"}"#,
+                named(Primitive::Resource, ""),
+            ),
+            (
+                r#"{"method":"resources/unsubscribe","params":{"uri":"kb://x"}}"#,
+                None,
+            ),
+            (r#"{"method":"prompts/list","params":{}}"#, None),
+            (r#"{"method":"Prompts/get","params":{"name":"p"}}"#, None),
+        ] {
+            assert_eq!(target(body), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn ids_exactly_as_sent() {
+        for (body, json, text) in [
+            (
+                r#"{"id":"a\"b\u0041/","method":"ping"}"#,
+                Some(r#""a\"b\u0041/""#),
+                Some("a\"bA/"),
+            ),
+            (
+                r#"{"id":123456789012345678901234567890,"method":"ping"}"#,
+                Some("123456789012345678901234567890"),
+                Some("123456789012345678901234567890"),
+            ),
+            (
+                r#"{"id":-1.50e+3,"method":"ping"}"#,
+                Some("-1.50e+3"),
+                Some("-1.50e+3"),
+            ),
+            (r#"{"id":null,"method":"ping"}"#, Some("null"), None),
+            (r#"{"method":"ping"}"#, None, None),
+        ] {
+            let call = call(body);
+            assert_eq!(call.id_json.as_deref(), json, "{body}");
+            assert_eq!(call.id.as_deref(), text, "{body}");
+        }
+        let batch = messages(r#"[{"id":"x","method":"a"}, {"id": 2 ,"method":"b"}]"#).unwrap();
+        let ids: Vec<_> = batch
+            .iter()
+            .map(|m| match m {
+                Message::Request(c) => c.id_json.as_deref(),
+                Message::Response => None,
+            })
+            .collect();
+        assert_eq!(ids, [Some(r#""x""#), Some("2")]);
+    }
+
+    #[test]
+    fn batch_elements_are_marked() {
+        let flags = |body| -> Vec<Option<bool>> {
+            messages(body)
+                .unwrap()
+                .iter()
+                .map(|m| match m {
+                    Message::Request(c) => Some(c.in_batch),
+                    Message::Response => None,
+                })
+                .collect()
+        };
+        assert_eq!(flags(r#"{"method":"a"}"#), [Some(false)]);
+        assert_eq!(flags(r#" [{"method":"a"}]"#), [Some(true)]);
+        assert_eq!(
+            flags(r#"[{"method":"a"},{"id":1,"result":{}},{"method":"b"}]"#),
+            [Some(true), None, Some(true)]
+        );
+    }
+
+    #[test]
+    fn protocol_version_only_from_params_meta() {
+        let version = |body| call(body).protocol_version.map(Cow::into_owned);
+        assert_eq!(
+            version(
+                r#"{"method":"tools/call","params":{"_meta":{"traceparent":"00-x","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#
+            )
+            .as_deref(),
+            Some("2026-07-28")
+        );
+        for body in [
+            r#"{"method":"a","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":20260728}}}"#,
+            r#"{"method":"a","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#,
+            r#"{"method":"a","params":{"arguments":{"_meta":{"io.modelcontextprotocol/protocolVersion":"1"}}}}"#,
+            r#"{"method":"a","params":{"_meta":{"x":{"io.modelcontextprotocol/protocolVersion":"1"}}}}"#,
+            r#"{"method":"a","params":{"_meta":{"io.modelcontextprotocol/protocolversion":"1"}}}"#,
+        ] {
+            assert_eq!(version(body), None, "{body}");
+        }
+    }
+
+    #[test]
+    fn uri_and_id_keys_are_ambiguous_too() {
+        for body in [
+            r#"{"method":"resources/read","params":{"uri":"kb://a","URI":"kb://b"}}"#,
+            r#"{"method":"resources/read","params":{"uri":"kb://a","ur\u0069":"kb://b"}}"#,
+            r#"{"id":1,"Id":2,"method":"tools/call"}"#,
+            r#"{"id":1,"iD":2,"result":{}}"#,
+            r#"{"method":"a","uri":1,"Uri":2}"#,
+            r#"{"method":"a","params":{"id":1,"ID":2}}"#,
+        ] {
+            assert_eq!(messages(body), Err(Reason::RpcAmbiguous), "{body}");
+        }
+    }
+
+    #[test]
+    fn governed_resource_uris_need_a_canonical_form() {
+        fn reason(body: &str, governs: Governs) -> Result<(), Reason> {
+            post(&[], body, governs).map(drop).map_err(|r| r.reason)
+        }
+        for uri in [
+            "kb://a%00b",
+            "file:///a%5Cb",
+            r"file:///a\\b",
+            "kb://%FF",
+            "kb://%C3",
+        ] {
+            for method in ["resources/read", "resources/subscribe"] {
+                let body = format!(r#"{{"id":1,"method":"{method}","params":{{"uri":"{uri}"}}}}"#);
+                assert_eq!(reason(&body, ALL), Err(Reason::RpcAmbiguous), "{body}");
+                // Not governed: protocol traffic, whatever the URI.
+                assert_eq!(reason(&body, Governs::TOOLS_ONLY), Ok(()), "{body}");
+            }
+        }
+        // For the whole batch, whatever comes before.
+        let batch = r#"[{"method":"tools/call","params":{"name":"a"}},{"method":"resources/read","params":{"uri":"kb://%00"}}]"#;
+        assert_eq!(reason(batch, ALL), Err(Reason::RpcAmbiguous));
+        for body in [
+            r#"{"method":"resources/read","params":{"uri":"kb://a/%2E%2E/b%20c"}}"#,
+            r#"{"method":"resources/read","params":{"uri":7}}"#,
+            r#"{"method":"resources/unsubscribe","params":{"uri":"kb://%00"}}"#,
+            r#"{"method":"prompts/get","params":{"name":"kb://%00"}}"#,
+            r#"{"method":"tools/call","params":{"name":"a%00","uri":"kb://%00"}}"#,
+        ] {
+            assert_eq!(reason(body, ALL), Ok(()), "{body}");
+        }
+        // Step 7 comes before the routing headers.
+        assert_eq!(
+            post(
+                &[("mcp-method", "tools/list")],
+                r#"{"method":"resources/read","params":{"uri":"kb://%00"}}"#,
+                ALL
+            )
+            .map_err(|r| r.reason),
+            Err(Reason::RpcAmbiguous)
+        );
+    }
+
+    #[test]
+    fn routing_headers_describe_the_call() {
+        let mismatch = |id: &str| Err((Reason::RpcHeaderMismatch, Some(id.to_string())));
+        let search = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}"#;
+        assert_eq!(
+            verdict(
+                &[("mcp-method", "tools/call"), ("mcp-name", "search")],
+                search
+            ),
+            Ok(())
+        );
+        assert_eq!(verdict(&[("mcp-name", "search")], search), Ok(()));
+        assert_eq!(
+            verdict(&[("mcp-method", "tools/call")], search),
+            mismatch("1")
+        );
+        assert_eq!(
+            verdict(
+                &[("mcp-method", "tools/call"), ("mcp-name", "other")],
+                search
+            ),
+            mismatch("1")
+        );
+        assert_eq!(verdict(&[("mcp-name", "Search")], search), mismatch("1"));
+        assert_eq!(
+            verdict(
+                &[("mcp-method", "tools/list"), ("mcp-name", "search")],
+                search
+            ),
+            mismatch("1")
+        );
+        // Names compare case-insensitively, values trimmed; an empty value is absent.
+        assert_eq!(
+            verdict(
+                &[("MCP-Method", " tools/call\t"), ("Mcp-Name", "search ")],
+                search
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(&[("mcp-method", "tools/call"), ("mcp-name", " ")], search),
+            mismatch("1")
+        );
+        // Sent twice, a header arrives joined with `,` and matches nothing.
+        assert_eq!(
+            verdict(&[("mcp-name", "search"), ("mcp-name", "search")], search),
+            mismatch("1")
+        );
+        // Every primitive's method, governed or not, and its target as sent (not canonical).
+        let read = r#"{"id":"r-1","method":"resources/read","params":{"uri":"kb://a/./b"}}"#;
+        assert_eq!(
+            verdict(
+                &[("mcp-method", "resources/read"), ("mcp-name", "kb://a/./b")],
+                read
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(
+                &[("mcp-method", "resources/read"), ("mcp-name", "kb://a/b")],
+                read
+            ),
+            mismatch(r#""r-1""#)
+        );
+        let prompt = r#"{"id":3,"method":"prompts/get","params":{"name":"greet"}}"#;
+        assert_eq!(
+            verdict(&[("mcp-method", "prompts/get")], prompt),
+            mismatch("3")
+        );
+        assert_eq!(verdict(&[("mcp-name", "greet")], prompt), Ok(()));
+        // Other methods: `mcp-name` is not compared, `mcp-method` is.
+        let list = r#"{"id":4,"method":"prompts/list","params":{"name":"x"}}"#;
+        assert_eq!(verdict(&[("mcp-method", "prompts/list")], list), Ok(()));
+        assert_eq!(verdict(&[("mcp-name", "anything")], list), Ok(()));
+        assert_eq!(
+            verdict(&[("mcp-method", "prompts/get")], list),
+            mismatch("4")
+        );
+        // A notification: the refusal has no id to answer.
+        assert_eq!(
+            verdict(
+                &[("mcp-method", "tools/call")],
+                r#"{"method":"notifications/initialized"}"#
+            ),
+            Err((Reason::RpcHeaderMismatch, None))
+        );
+        // No routing header, no comparison.
+        assert_eq!(verdict(&[("mcp-session-id", "s")], search), Ok(()));
+    }
+
+    #[test]
+    fn routing_headers_need_one_object() {
+        let mismatch = Err((Reason::RpcHeaderMismatch, None));
+        let batch = r#"[{"id":1,"method":"tools/call","params":{"name":"search"}}]"#;
+        assert_eq!(verdict(&[], batch), Ok(()));
+        assert_eq!(
+            verdict(
+                &[("mcp-method", "tools/call"), ("mcp-name", "search")],
+                batch
+            ),
+            mismatch
+        );
+        assert_eq!(
+            verdict(
+                &[("mcp-name", "x")],
+                r#"[{"method":"ping"},{"id":1,"result":{}}]"#
+            ),
+            mismatch
+        );
+        // A response has no method: `mcp-method` cannot equal it; `mcp-name` is not compared.
+        let response = r#"{"jsonrpc":"2.0","id":9,"result":{}}"#;
+        assert_eq!(verdict(&[("mcp-method", "tools/call")], response), mismatch);
+        assert_eq!(verdict(&[("mcp-name", "search")], response), Ok(()));
+        assert_eq!(
+            verdict(&[("mcp-name", "x")], r#"[{"id":9,"result":{}}]"#),
+            mismatch
+        );
+        // Steps 4–6 come first.
+        for (body, reason) in [
+            (r#"{"method":"tools/call""#, Reason::RpcInspectionFailed),
+            (r#"[{"method":"a"},{"id":1}]"#, Reason::RpcInspectionFailed),
+            (r#"{"method":"a","Method":"b"}"#, Reason::RpcAmbiguous),
+        ] {
+            assert_eq!(
+                verdict(&[("mcp-method", "x")], body),
+                Err((reason, None)),
+                "{body}"
+            );
+        }
+        // Not a POST, not a call: nothing to compare.
+        let headers = Headers::new(vec![("mcp-method", "tools/call")]);
+        assert_eq!(
+            inspect("GET", &headers, b"", 1 << 20, ALL),
+            Ok(Inspection::NotACall)
+        );
+    }
+
+    #[test]
+    fn routing_headers_in_base64() {
+        let read = r#"{"id":1,"method":"resources/read","params":{"uri":"kb://handbook"}}"#;
+        let cafe = r#"{"id":1,"method":"prompts/get","params":{"name":"café"}}"#;
+        let mismatch = || Err((Reason::RpcHeaderMismatch, Some("1".to_string())));
+        let name = |value| [("mcp-method", "resources/read"), ("mcp-name", value)];
+        assert_eq!(
+            verdict(&name("=?base64?a2I6Ly9oYW5kYm9vaw==?="), read),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(
+                &[
+                    ("mcp-method", "=?base64?cmVzb3VyY2VzL3JlYWQ=?="),
+                    ("mcp-name", "kb://handbook")
+                ],
+                read
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(&[("mcp-name", "=?base64?Y2Fmw6k=?=")], cafe),
+            Ok(())
+        );
+        for value in [
+            // Padding left out, or added where none is due.
+            "=?base64?a2I6Ly9oYW5kYm9vaw?=",
+            "=?base64?a2I6Ly9oYW5kYm9vaw=?=",
+            "=?base64?a2I6Ly9oYW5kYm9vaw===?=",
+            // Pad bits not zero: decodes to the same bytes under a lax decoder.
+            "=?base64?a2I6Ly9oYW5kYm9vax==?=",
+            // White space, text that is not base64.
+            "=?base64?a2I6Ly9oYW5kYm9vaw==\n?=",
+            "=?base64?kb://handbook?=",
+            // The marker is lower case exactly; anything else is a plain value.
+            "=?BASE64?a2I6Ly9oYW5kYm9vaw==?=",
+            "=?base64?a2I6Ly9oYW5kYm9vaw==",
+            "a2I6Ly9oYW5kYm9vaw==",
+            // Decodes, but to other text, or to bytes that are not UTF-8.
+            "=?base64?a2I6Ly9oYW5kYm9vaw1=?=",
+            "=?base64?/w==?=",
+        ] {
+            assert_eq!(verdict(&name(value), read), mismatch(), "{value}");
+        }
+        assert_eq!(
+            verdict(&[("mcp-name", "=?base64?Y2Fmw6l=?=")], cafe),
+            mismatch()
+        );
+        // Only the standard alphabet: `-_` are URL-safe base64.
+        assert_eq!(
+            verdict(&[("mcp-name", "=?base64?-_8=?=")], cafe),
+            mismatch()
+        );
+        // The empty encoding names the target "" of a call without a string name.
+        assert_eq!(
+            verdict(
+                &[("mcp-method", "tools/call"), ("mcp-name", "=?base64??=")],
+                r#"{"id":1,"method":"tools/call","params":{}}"#
+            ),
+            Ok(())
+        );
+    }
+
     #[test]
     fn http_level_rules() {
         let h = |pairs: Vec<(&'static str, &'static str)>| Headers::new(pairs);
+        let inspect = |method, headers: &Headers<'static>, body: &'static [u8], max| {
+            inspect(method, headers, body, max, Governs::TOOLS_ONLY).map_err(|r| r.reason)
+        };
         let body = br#"{"method":"ping"}"#;
         assert_eq!(
             inspect("GET", &h(vec![]), b"", 10),

@@ -583,3 +583,479 @@ fn hostile_files_are_rejected_with_a_clear_error() {
     let set = load_files(&[("many.yaml", many.as_bytes())]).unwrap();
     assert_eq!(set.servers.len(), 5000);
 }
+
+/// The problems of one file, rendered `FILE:LINE: KIND NS/NAME: FIELD: problem`.
+fn rendered(file: &str, text: &str) -> Vec<String> {
+    problems(&[(file, text)])
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn every_problem_of_prompts_resources_govern_and_deny_as() {
+    let server = |body: &str| {
+        format!("{HEAD}kind: MCPServer\nmetadata: {{name: s, namespace: ns}}\nspec:\n{body}")
+    };
+    let grant = |body: &str| {
+        format!(
+            "{HEAD}kind: MCPAccessGrant\nmetadata: {{name: g, namespace: ns}}\nspec:\n  serverRef: {{name: s}}\n  subject: {{agentID: a}}\n{body}"
+        )
+    };
+    let s = "MCPServer ns/s";
+    let g = "MCPAccessGrant ns/g";
+    // (document, line, object, field, message): each document has exactly that one error.
+    let cases: Vec<(String, usize, &str, &str, &str)> = vec![
+        (
+            server("  prompts:\n    - {requiredTrust: low}\n"),
+            6,
+            s,
+            "spec.prompts[0].name",
+            "missing",
+        ),
+        (
+            server("  prompts:\n    - {name: p}\n    - {name: p, requiredTrust: high}\n"),
+            7,
+            s,
+            "spec.prompts[1].name",
+            "duplicate prompt `p`",
+        ),
+        (
+            server("  prompts:\n    - {name: no}\n"),
+            6,
+            s,
+            "spec.prompts[0].name",
+            "expected a string, found a boolean (quote it)",
+        ),
+        (
+            server("  prompts:\n    - {name: p, sideEffect: write}\n"),
+            6,
+            s,
+            "spec.prompts[0].sideEffect",
+            "unknown field",
+        ),
+        (
+            server("  prompts:\n    - {name: p, requiredTrust: extreme}\n"),
+            6,
+            s,
+            "spec.prompts[0].requiredTrust",
+            "`extreme` is not one of `low`, `medium`, `high`",
+        ),
+        (
+            server("  prompts:\n    - {name: p, riskLevel: max}\n"),
+            6,
+            s,
+            "spec.prompts[0].riskLevel",
+            "`max` is not one of `low`, `medium`, `high`",
+        ),
+        (
+            server("  prompts: {name: p}\n"),
+            5,
+            s,
+            "spec.prompts",
+            "expected a sequence, found a mapping",
+        ),
+        (
+            server("  resources:\n    - {name: handbook}\n"),
+            6,
+            s,
+            "spec.resources[0]",
+            "needs `uri` or `uriPrefix`",
+        ),
+        (
+            server("  resources:\n    - {uri: \"kb://a\", uriPrefix: \"kb://\"}\n"),
+            6,
+            s,
+            "spec.resources[0]",
+            "has both `uri` and `uriPrefix` (give one of them)",
+        ),
+        (
+            server("  resources:\n    - {uri: \"\"}\n"),
+            6,
+            s,
+            "spec.resources[0].uri",
+            "must not be empty",
+        ),
+        (
+            server("  resources:\n    - {uriPrefix: ''}\n"),
+            6,
+            s,
+            "spec.resources[0].uriPrefix",
+            "must not be empty",
+        ),
+        (
+            server("  resources:\n    - {uriPrefix: 12}\n"),
+            6,
+            s,
+            "spec.resources[0].uriPrefix",
+            "expected a string, found a number (quote it)",
+        ),
+        (
+            server("  resources:\n    -\n      uri: \"file:///a%00b\"\n"),
+            7,
+            s,
+            "spec.resources[0].uri",
+            "`file:///a%00b` has no canonical form (percent-decoded, it is not UTF-8 or holds a NUL or a backslash)",
+        ),
+        (
+            server("  resources:\n    - {uriPrefix: \"file:///a%5C\"}\n"),
+            6,
+            s,
+            "spec.resources[0].uriPrefix",
+            "`file:///a%5C` has no canonical form (percent-decoded, it is not UTF-8 or holds a NUL or a backslash)",
+        ),
+        (
+            server(
+                "  resources:\n    - {uri: \"file:///data/report\"}\n    - {uri: \"file:///data/x/%2E%2E/report\"}\n",
+            ),
+            7,
+            s,
+            "spec.resources[1].uri",
+            "duplicate resource `file:///data/x/%2E%2E/report` (canonical form `file:///data/report`)",
+        ),
+        (
+            server(
+                "  resources:\n    - {uriPrefix: \"kb://t/\"}\n    - {uri: \"kb://t/\"}\n    - {uriPrefix: \"kb://t/\"}\n",
+            ),
+            8,
+            s,
+            "spec.resources[2].uriPrefix",
+            "duplicate resource `kb://t/`",
+        ),
+        (
+            server("  resources:\n    - {uri: \"kb://a\", sideEffect: read}\n"),
+            6,
+            s,
+            "spec.resources[0].sideEffect",
+            "unknown field",
+        ),
+        (
+            server("  resources:\n    - {uri: \"kb://a\", name: 5}\n"),
+            6,
+            s,
+            "spec.resources[0].name",
+            "expected a string, found a number (quote it)",
+        ),
+        (
+            server("  resources:\n    - {uri: \"kb://a\", requiredTrust: total}\n"),
+            6,
+            s,
+            "spec.resources[0].requiredTrust",
+            "`total` is not one of `low`, `medium`, `high`",
+        ),
+        (
+            server("  policy: {govern: [prompts, resources]}\n"),
+            5,
+            s,
+            "spec.policy.govern",
+            "must contain `tools` (tool calls are always decided)",
+        ),
+        (
+            server("  policy:\n    govern: []\n"),
+            6,
+            s,
+            "spec.policy.govern",
+            "must contain `tools` (tool calls are always decided)",
+        ),
+        (
+            server("  policy:\n    govern:\n      - tools\n      - secrets\n"),
+            8,
+            s,
+            "spec.policy.govern[1]",
+            "`secrets` is not one of `tools`, `prompts`, `resources`",
+        ),
+        (
+            server("  policy: {govern: [tools, prompts, TOOLS]}\n"),
+            5,
+            s,
+            "spec.policy.govern[2]",
+            "duplicate entry `TOOLS`",
+        ),
+        (
+            server("  policy: {govern: tools}\n"),
+            5,
+            s,
+            "spec.policy.govern",
+            "expected a sequence, found a string",
+        ),
+        (
+            server("  policy: {govern: [tools, 7]}\n"),
+            5,
+            s,
+            "spec.policy.govern[1]",
+            "expected a string, found a number (quote it)",
+        ),
+        (
+            server("  policy:\n    denyAs: teapot\n"),
+            6,
+            s,
+            "spec.policy.denyAs",
+            "`teapot` is not one of `http-status`, `jsonrpc-error`, `tool-error`",
+        ),
+        (
+            server("  policy: {deny_as: http-status}\n"),
+            5,
+            s,
+            "spec.policy.deny_as",
+            "unknown field",
+        ),
+        (
+            grant("  promptRules:\n    - {name: p}\n    - {name: p, decision: deny}\n"),
+            9,
+            g,
+            "spec.promptRules[1].name",
+            "duplicate rule `p`",
+        ),
+        (
+            grant("  promptRules:\n    - {decision: deny}\n"),
+            8,
+            g,
+            "spec.promptRules[0].name",
+            "missing",
+        ),
+        (
+            grant("  promptRules:\n    - {name: 1234}\n"),
+            8,
+            g,
+            "spec.promptRules[0].name",
+            "expected a string, found a number (quote it)",
+        ),
+        (
+            grant("  promptRules:\n    - {name: p, decision: maybe}\n"),
+            8,
+            g,
+            "spec.promptRules[0].decision",
+            "`maybe` is not one of `allow`, `deny`",
+        ),
+        (
+            grant("  promptRules:\n    - {name: p, uri: \"kb://a\"}\n"),
+            8,
+            g,
+            "spec.promptRules[0].uri",
+            "unknown field",
+        ),
+        (
+            grant("  resourceRules:\n    - {decision: deny}\n"),
+            8,
+            g,
+            "spec.resourceRules[0]",
+            "needs `uri` or `uriPrefix`",
+        ),
+        (
+            grant("  resourceRules:\n    - {uri: \"kb://a\", uriPrefix: \"kb://\"}\n"),
+            8,
+            g,
+            "spec.resourceRules[0]",
+            "has both `uri` and `uriPrefix` (give one of them)",
+        ),
+        (
+            grant("  resourceRules:\n    - {uriPrefix: \"\"}\n"),
+            8,
+            g,
+            "spec.resourceRules[0].uriPrefix",
+            "must not be empty",
+        ),
+        (
+            grant("  resourceRules:\n    - {uri: \"kb://%FF\"}\n"),
+            8,
+            g,
+            "spec.resourceRules[0].uri",
+            "`kb://%FF` has no canonical form (percent-decoded, it is not UTF-8 or holds a NUL or a backslash)",
+        ),
+        (
+            grant(
+                "  resourceRules:\n    - {uri: \"kb://a/b\"}\n    - {uri: \"kb://a/./b\", decision: deny}\n",
+            ),
+            9,
+            g,
+            "spec.resourceRules[1].uri",
+            "duplicate rule `kb://a/./b` (canonical form `kb://a/b`)",
+        ),
+        (
+            grant(
+                "  resourceRules:\n    - {uriPrefix: \"kb://a/\"}\n    - {uri: \"kb://a/\"}\n    - {uriPrefix: \"kb://a/\"}\n",
+            ),
+            10,
+            g,
+            "spec.resourceRules[2].uriPrefix",
+            "duplicate rule `kb://a/`",
+        ),
+        (
+            grant("  resourceRules:\n    - {uri: \"kb://a\", name: a}\n"),
+            8,
+            g,
+            "spec.resourceRules[0].name",
+            "unknown field",
+        ),
+        (
+            grant("  resourceRules:\n    - {uri: \"kb://a\", requiredTrust: max}\n"),
+            8,
+            g,
+            "spec.resourceRules[0].requiredTrust",
+            "`max` is not one of `low`, `medium`, `high`",
+        ),
+        (
+            grant("  resourceRules: kb://a\n"),
+            7,
+            g,
+            "spec.resourceRules",
+            "expected a sequence, found a string",
+        ),
+    ];
+    for (i, (document, line, object, field, message)) in cases.iter().enumerate() {
+        let file = format!("case-{i}.yaml");
+        assert_eq!(
+            rendered(&file, document),
+            [format!("{file}:{line}: {object}: {field}: {message}")],
+            "{document}"
+        );
+    }
+}
+
+#[test]
+fn prompts_resources_govern_and_deny_as_load() {
+    use mcp_authz::policy::{DenyAs, Entry, Governs, Primitive, RiskLevel, Rule, RuleDecision};
+    use mcp_authz::policy::{SideEffect, Trust};
+    let text = format!(
+        "{HEAD}kind: MCPServer
+metadata: {{name: docs, namespace: kb}}
+spec:
+  tools:
+    - {{name: search, sideEffect: read}}
+  prompts:
+    - {{name: summarize, requiredTrust: MEDIUM, riskLevel: low, description: d, labels: {{a: b}}, arguments: [{{name: topic, required: true}}]}}
+    - {{name: greet, arguments: whatever}}
+  resources:
+    - {{uri: \"kb://handbook/./intro\", name: Handbook, mimeType: text/markdown, labels: [x]}}
+    - {{uriPrefix: \"kb://tickets/\", requiredTrust: high}}
+    - {{uri: \"kb://tickets/\", description: the index itself}}
+  policy: {{govern: [Tools, resources, PROMPTS], denyAs: JSONRPC-Error}}
+---
+{HEAD}kind: MCPServer
+metadata: {{name: plain, namespace: kb}}
+spec:
+  policy: {{govern: [tools], denyAs: tool-error}}
+---
+{HEAD}kind: MCPServer
+metadata: {{name: defaults, namespace: kb}}
+---
+{HEAD}kind: MCPAccessGrant
+metadata: {{name: readers, namespace: kb}}
+spec:
+  serverRef: {{name: docs}}
+  subject: {{agentID: reader-bot}}
+  promptRules:
+    - {{name: summarize, requiredTrust: medium}}
+    - {{name: greet, decision: deny}}
+  resourceRules:
+    - {{uri: \"kb://handbook/%69ntro\"}}
+    - {{uriPrefix: \"kb://tickets/\", decision: DENY}}
+    - {{uri: \"kb://tickets/\"}}
+"
+    );
+    let set = match load_files(&[("p.yaml", text.as_bytes())]) {
+        Ok(set) => set,
+        Err(e) => panic!("{:#?}", e.problems()),
+    };
+    let server = |name: &str| set.servers.iter().find(|s| &*s.key.name == name).unwrap();
+    let entry = |name: &str, prefix: bool, required_trust: Trust, risk_level| Entry {
+        name: name.into(),
+        prefix,
+        required_trust,
+        side_effect: Some(SideEffect::Read),
+        risk_level,
+    };
+    let docs = server("docs");
+    assert_eq!(
+        docs.govern,
+        Governs {
+            prompts: true,
+            resources: true
+        }
+    );
+    assert_eq!(docs.deny_as, DenyAs::JsonrpcError);
+    assert_eq!(
+        docs.prompts,
+        [
+            entry("summarize", false, Trust::Medium, Some(RiskLevel::Low)),
+            entry("greet", false, Trust::Low, None),
+        ]
+    );
+    assert_eq!(
+        docs.resources,
+        [
+            entry("kb://handbook/intro", false, Trust::Low, None),
+            entry("kb://tickets/", true, Trust::High, None),
+            entry("kb://tickets/", false, Trust::Low, None),
+        ]
+    );
+    assert_eq!(docs.entries(Primitive::Tool)[0].name, "search");
+    assert_eq!(
+        (server("plain").govern, server("plain").deny_as),
+        (Governs::TOOLS_ONLY, DenyAs::ToolError)
+    );
+    assert_eq!(
+        (server("defaults").govern, server("defaults").deny_as),
+        (Governs::TOOLS_ONLY, DenyAs::HttpStatus)
+    );
+    let rule = |name: &str, prefix: bool, decision, required_trust| Rule {
+        name: name.into(),
+        prefix,
+        decision,
+        required_trust,
+    };
+    let grant = &set.grants[0];
+    assert_eq!(
+        grant.prompt_rules,
+        [
+            rule("summarize", false, RuleDecision::Allow, Trust::Medium),
+            rule("greet", false, RuleDecision::Deny, Trust::Low),
+        ]
+    );
+    assert_eq!(
+        grant.resource_rules,
+        [
+            rule(
+                "kb://handbook/intro",
+                false,
+                RuleDecision::Allow,
+                Trust::Low
+            ),
+            rule("kb://tickets/", true, RuleDecision::Deny, Trust::Low),
+            rule("kb://tickets/", false, RuleDecision::Allow, Trust::Low),
+        ]
+    );
+    assert!(grant.tool_rules.is_empty());
+    // Rules are found by the canonical form of the called URI.
+    assert_eq!(
+        grant
+            .rule_for(Primitive::Resource, "kb://tickets/7")
+            .map(|r| r.decision),
+        Some(RuleDecision::Deny)
+    );
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+}
+
+#[test]
+fn the_conformance_primitives_policy_loads_without_problems() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/policies");
+    let text = fs::read(dir.join("primitives.yaml")).unwrap();
+    let set = match load_files(&[("primitives.yaml", &text)]) {
+        Ok(set) => set,
+        Err(e) => panic!("{:#?}", e.problems()),
+    };
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+    let docs = set
+        .servers
+        .iter()
+        .find(|s| s.key.full.as_ref() == "kb/docs")
+        .unwrap();
+    assert!(docs.govern.prompts && docs.govern.resources);
+    assert_eq!(
+        (docs.prompts.len(), docs.resources.len()),
+        (2, 3),
+        "{docs:?}"
+    );
+    assert_eq!(set.grants.len(), 4);
+}

@@ -3,12 +3,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mcp_authz::policy::Governs;
 use mcp_authz::request::Headers;
 use mcp_authz::rpc;
 
+/// A server that decides every primitive, so resource URIs go through their canonical form.
+const GOVERNS_ALL: Governs = Governs {
+    prompts: true,
+    resources: true,
+};
+
 fuzz_target!(|data: &[u8]| {
     let headers = Headers::new(vec![("content-type", "application/json")]);
-    let inspected = rpc::inspect("POST", &headers, data, 1 << 20);
+    let inspected = rpc::inspect("POST", &headers, data, 1 << 20, GOVERNS_ALL);
     if std::str::from_utf8(data).is_err() {
         assert!(inspected.is_err());
     }

@@ -9,8 +9,8 @@ use std::fmt;
 use super::yaml::{Document, Node, Value, YamlError};
 use super::{
     API_VERSION, Auth, AuthMode, DefaultDecision, DenyAs, Entry, Governs, Grant, Kind, Mode,
-    ObjectKey, RiskLevel, Rule, RuleDecision, Server, ServerMode, Session, SideEffect, Subject,
-    Trust,
+    ObjectKey, Primitive, RiskLevel, Rule, RuleDecision, Server, ServerMode, Session, SideEffect,
+    Subject, Trust,
 };
 use crate::time::Timestamp;
 
@@ -252,6 +252,28 @@ impl<'n> Fields<'n> {
             .find(|(k, _)| *k == key)
             .map(|(_, v)| *v)
             .filter(|v| !v.is_null())
+    }
+}
+
+/// The name or URI an inventory entry or a rule is about, and where it was written.
+struct Named {
+    line: usize,
+    field: String,
+    /// The name; for a resource its URI in canonical form.
+    name: String,
+    /// A resource's `uriPrefix`.
+    prefix: bool,
+    written: String,
+}
+
+impl Named {
+    /// As written, with the canonical form when that differs, for duplicate messages.
+    fn shown(&self) -> String {
+        if self.written == self.name {
+            format!("`{}`", self.written)
+        } else {
+            format!("`{}` (canonical form `{}`)", self.written, self.name)
+        }
     }
 }
 
@@ -593,6 +615,8 @@ impl Reader<'_> {
                 "ingressPath",
                 "teamID",
                 "tools",
+                "prompts",
+                "resources",
                 "auth",
                 "policy",
                 "session",
@@ -614,52 +638,9 @@ impl Reader<'_> {
             None => format!("/{}/mcp", key.name),
         };
         let team_id = self.opt_string(&fields, "teamID", "spec");
-        let mut tools: Vec<Entry> = Vec::new();
-        for (i, node) in self.seq(&fields, "tools", "spec").iter().enumerate() {
-            let path = format!("spec.tools[{i}]");
-            let f = self.fields(
-                node,
-                &path,
-                &[
-                    "name",
-                    "requiredTrust",
-                    "sideEffect",
-                    "riskLevel",
-                    "description",
-                    "labels",
-                ],
-                true,
-            );
-            let Some(name) = self.required_name(&f, node, &path) else {
-                continue;
-            };
-            if tools.iter().any(|t| t.name == name) {
-                self.error(
-                    node.line,
-                    &join(&path, "name"),
-                    format!("duplicate tool `{name}`"),
-                );
-            }
-            let required_trust = self
-                .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::choices)
-                .unwrap_or(Trust::Low);
-            let side_effect = self.keyword(
-                &f,
-                "sideEffect",
-                &path,
-                SideEffect::parse,
-                SideEffect::choices,
-            );
-            let risk_level =
-                self.keyword(&f, "riskLevel", &path, RiskLevel::parse, RiskLevel::choices);
-            tools.push(Entry {
-                name,
-                prefix: false,
-                required_trust,
-                side_effect,
-                risk_level,
-            });
-        }
+        let tools = self.inventory(&fields, Primitive::Tool);
+        let prompts = self.inventory(&fields, Primitive::Prompt);
+        let resources = self.inventory(&fields, Primitive::Resource);
         let auth = self.auth(fields.get("auth"));
         let policy = fields
             .get("policy")
@@ -667,7 +648,13 @@ impl Reader<'_> {
                 self.fields(
                     n,
                     "spec.policy",
-                    &["mode", "defaultDecision", "policyVersion"],
+                    &[
+                        "mode",
+                        "defaultDecision",
+                        "policyVersion",
+                        "govern",
+                        "denyAs",
+                    ],
                     true,
                 )
             })
@@ -696,6 +683,16 @@ impl Reader<'_> {
         let policy_version = self
             .opt_string(&policy, "policyVersion", "spec.policy")
             .map_or_else(|| "v1".into(), Into::into);
+        let govern = self.govern(&policy);
+        let deny_as = self
+            .keyword(
+                &policy,
+                "denyAs",
+                "spec.policy",
+                DenyAs::parse,
+                DenyAs::choices,
+            )
+            .unwrap_or(DenyAs::HttpStatus);
         let session = fields
             .get("session")
             .map(|n| self.fields(n, "spec.session", &["required"], true))
@@ -708,16 +705,237 @@ impl Reader<'_> {
             ingress_path,
             team_id,
             tools,
-            prompts: Vec::new(),
-            resources: Vec::new(),
+            prompts,
+            resources,
             auth: auth?,
             mode,
             default_decision,
             policy_version,
-            govern: Governs::TOOLS_ONLY,
-            deny_as: DenyAs::HttpStatus,
+            govern,
+            deny_as,
             session_required,
         })
+    }
+
+    /// `spec.tools`, `spec.prompts` or `spec.resources`: the server's inventory of one primitive.
+    fn inventory(&mut self, fields: &Fields, primitive: Primitive) -> Vec<Entry> {
+        let key = primitive.as_str();
+        let known: &[&'static str] = match primitive {
+            Primitive::Tool => &[
+                "name",
+                "requiredTrust",
+                "sideEffect",
+                "riskLevel",
+                "description",
+                "labels",
+            ],
+            Primitive::Prompt => &[
+                "name",
+                "requiredTrust",
+                "riskLevel",
+                "description",
+                "labels",
+                "arguments",
+            ],
+            Primitive::Resource => &[
+                "uri",
+                "uriPrefix",
+                "name",
+                "requiredTrust",
+                "riskLevel",
+                "description",
+                "labels",
+                "mimeType",
+            ],
+        };
+        let mut entries: Vec<Entry> = Vec::new();
+        for (i, node) in self.seq(fields, key, "spec").iter().enumerate() {
+            let path = format!("spec.{key}[{i}]");
+            let f = self.fields(node, &path, known, true);
+            if primitive == Primitive::Resource {
+                // A resource's `name` is only a label, but names are strings all the same.
+                self.opt_string(&f, "name", &path);
+            }
+            let Some(target) = self.target(&f, node, &path, primitive) else {
+                continue;
+            };
+            if entries
+                .iter()
+                .any(|e| (e.name.as_str(), e.prefix) == (&target.name, target.prefix))
+            {
+                self.error(
+                    target.line,
+                    &target.field,
+                    format!("duplicate {} {}", primitive.key(), target.shown()),
+                );
+            }
+            let required_trust = self
+                .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::choices)
+                .unwrap_or(Trust::Low);
+            // A declared prompt or resource only reads (SPEC §2 "The decision", step 4).
+            let side_effect = match primitive {
+                Primitive::Tool => self.keyword(
+                    &f,
+                    "sideEffect",
+                    &path,
+                    SideEffect::parse,
+                    SideEffect::choices,
+                ),
+                Primitive::Prompt | Primitive::Resource => Some(SideEffect::Read),
+            };
+            let risk_level =
+                self.keyword(&f, "riskLevel", &path, RiskLevel::parse, RiskLevel::choices);
+            entries.push(Entry {
+                name: target.name,
+                prefix: target.prefix,
+                required_trust,
+                side_effect,
+                risk_level,
+            });
+        }
+        entries
+    }
+
+    /// `spec.toolRules`, `spec.promptRules` or `spec.resourceRules` of a grant.
+    fn rules(&mut self, fields: &Fields, primitive: Primitive) -> Vec<Rule> {
+        let key = format!("{}Rules", primitive.key());
+        let known: &[&'static str] = match primitive {
+            Primitive::Tool | Primitive::Prompt => &["name", "decision", "requiredTrust"],
+            Primitive::Resource => &["uri", "uriPrefix", "decision", "requiredTrust"],
+        };
+        let mut rules: Vec<Rule> = Vec::new();
+        for (i, node) in self.seq(fields, &key, "spec").iter().enumerate() {
+            let path = format!("spec.{key}[{i}]");
+            let f = self.fields(node, &path, known, true);
+            let Some(target) = self.target(&f, node, &path, primitive) else {
+                continue;
+            };
+            if rules
+                .iter()
+                .any(|r| (r.name.as_str(), r.prefix) == (&target.name, target.prefix))
+            {
+                self.error(
+                    target.line,
+                    &target.field,
+                    format!("duplicate rule {}", target.shown()),
+                );
+            }
+            let decision = self
+                .keyword(
+                    &f,
+                    "decision",
+                    &path,
+                    RuleDecision::parse,
+                    RuleDecision::choices,
+                )
+                .unwrap_or(RuleDecision::Allow);
+            let required_trust = self
+                .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::choices)
+                .unwrap_or(Trust::Low);
+            rules.push(Rule {
+                name: target.name,
+                prefix: target.prefix,
+                decision,
+                required_trust,
+            });
+        }
+        rules
+    }
+
+    /// What an inventory entry or a rule at `path` is about: a tool's or prompt's required
+    /// `name`; a resource's `uri` or `uriPrefix` (exactly one, not empty) in canonical form.
+    fn target(
+        &mut self,
+        f: &Fields,
+        node: &Node,
+        path: &str,
+        primitive: Primitive,
+    ) -> Option<Named> {
+        if primitive != Primitive::Resource {
+            let name = self.required_name(f, node, path)?;
+            return Some(Named {
+                line: f.get("name").map_or(node.line, |n| n.line),
+                field: join(path, "name"),
+                written: name.clone(),
+                name,
+                prefix: false,
+            });
+        }
+        let (key, value) = match (f.get("uri"), f.get("uriPrefix")) {
+            (Some(uri), None) => ("uri", uri),
+            (None, Some(prefix)) => ("uriPrefix", prefix),
+            (None, None) => {
+                self.error(node.line, path, "needs `uri` or `uriPrefix`");
+                return None;
+            }
+            (Some(_), Some(_)) => {
+                self.error(
+                    node.line,
+                    path,
+                    "has both `uri` and `uriPrefix` (give one of them)",
+                );
+                return None;
+            }
+        };
+        let field = join(path, key);
+        let written = self.string(value, &field)?;
+        if written.is_empty() {
+            self.error(value.line, &field, "must not be empty");
+            return None;
+        }
+        let Some(canonical) = crate::uri::canonical(&written) else {
+            self.error(
+                value.line,
+                &field,
+                format!(
+                    "`{written}` has no canonical form (percent-decoded, it is not UTF-8 or holds a NUL or a backslash)"
+                ),
+            );
+            return None;
+        };
+        Some(Named {
+            line: value.line,
+            field,
+            name: canonical.into_owned(),
+            prefix: key == "uriPrefix",
+            written,
+        })
+    }
+
+    /// `spec.policy.govern`: a list of primitives that holds `tools`, each once.
+    fn govern(&mut self, policy: &Fields) -> Governs {
+        let Some(node) = policy.get("govern") else {
+            return Governs::TOOLS_ONLY;
+        };
+        let mut governed: Vec<Primitive> = Vec::new();
+        for (i, item) in self.seq(policy, "govern", "spec.policy").iter().enumerate() {
+            let field = format!("spec.policy.govern[{i}]");
+            let Some(text) = self.string(item, &field) else {
+                continue;
+            };
+            match Primitive::parse(&text) {
+                Some(p) if governed.contains(&p) => {
+                    self.error(item.line, &field, format!("duplicate entry `{text}`"))
+                }
+                Some(p) => governed.push(p),
+                None => self.error(
+                    item.line,
+                    &field,
+                    format!("`{text}` is not one of {}", Primitive::choices()),
+                ),
+            }
+        }
+        if node.as_seq().is_some() && !governed.contains(&Primitive::Tool) {
+            self.error(
+                node.line,
+                "spec.policy.govern",
+                "must contain `tools` (tool calls are always decided)",
+            );
+        }
+        Governs {
+            prompts: governed.contains(&Primitive::Prompt),
+            resources: governed.contains(&Primitive::Resource),
+        }
     }
 
     fn required_name(&mut self, fields: &Fields, node: &Node, path: &str) -> Option<String> {
@@ -819,6 +1037,8 @@ impl Reader<'_> {
                 "maxTrust",
                 "allowedSideEffects",
                 "toolRules",
+                "promptRules",
+                "resourceRules",
                 "disabled",
                 "expiresAt",
                 "policyVersion",
@@ -853,39 +1073,9 @@ impl Reader<'_> {
                 ),
             }
         }
-        let mut tool_rules: Vec<Rule> = Vec::new();
-        for (i, node) in self.seq(&fields, "toolRules", "spec").iter().enumerate() {
-            let path = format!("spec.toolRules[{i}]");
-            let f = self.fields(node, &path, &["name", "decision", "requiredTrust"], true);
-            let Some(name) = self.required_name(&f, node, &path) else {
-                continue;
-            };
-            if tool_rules.iter().any(|r| r.name == name) {
-                self.error(
-                    node.line,
-                    &join(&path, "name"),
-                    format!("duplicate rule `{name}`"),
-                );
-            }
-            let decision = self
-                .keyword(
-                    &f,
-                    "decision",
-                    &path,
-                    RuleDecision::parse,
-                    RuleDecision::choices,
-                )
-                .unwrap_or(RuleDecision::Allow);
-            let required_trust = self
-                .keyword(&f, "requiredTrust", &path, Trust::parse, Trust::choices)
-                .unwrap_or(Trust::Low);
-            tool_rules.push(Rule {
-                name,
-                prefix: false,
-                decision,
-                required_trust,
-            });
-        }
+        let tool_rules = self.rules(&fields, Primitive::Tool);
+        let prompt_rules = self.rules(&fields, Primitive::Prompt);
+        let resource_rules = self.rules(&fields, Primitive::Resource);
         let disabled = self.boolean(&fields, "disabled", "spec");
         let expires_at = self.time(&fields, "expiresAt", "spec");
         let policy_version = self
@@ -901,8 +1091,8 @@ impl Reader<'_> {
             max_trust,
             allowed_side_effects,
             tool_rules,
-            prompt_rules: Vec::new(),
-            resource_rules: Vec::new(),
+            prompt_rules,
+            resource_rules,
             disabled,
             expires_at,
             policy_version,
