@@ -18,7 +18,8 @@
 //! - [`check`]: the whole Check: server selection, batches, service/server monitor mode.
 //! - [`decision`]: the outcome and its evidence; reason codes.
 //! - [`explain`]: the `check` command's report: the decision and what each grant did.
-//! - [`filter`]: list answers narrowed to what the caller may call (ext_proc, SPEC §7).
+//! - [`filter`]: list answers narrowed to what the caller may call (SPEC §7).
+//! - [`ext_proc`]: the tonic ExternalProcessor service that filters list answers in Envoy.
 //! - [`response`]: Decision → CheckResponse (headers, denied body, dynamic metadata), written
 //!   straight to protobuf wire bytes.
 //! - [`proto`], [`codec`]: generated ext_authz types and server, and the gRPC codecs.
@@ -40,6 +41,7 @@ pub mod codec;
 pub mod decide;
 pub mod decision;
 pub mod explain;
+pub mod ext_proc;
 pub mod filter;
 pub mod identity;
 pub mod logging;
