@@ -67,6 +67,13 @@ struct HiddenLabels {
     mode: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrantLabels {
+    server: Text,
+    grant: Text,
+    mode: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
@@ -76,6 +83,7 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     policy_info: Family<RevisionLabels, Gauge>,
     policy_objects: Family<KindLabels, Gauge>,
+    grant_info: Family<GrantLabels, Gauge>,
     spans_dropped: Counter,
     filter_passthrough: Family<ReasonLabels, Counter>,
     entries_hidden: Family<HiddenLabels, Counter>,
@@ -98,6 +106,7 @@ impl Metrics {
         let reloads = Family::default();
         let policy_info = Family::default();
         let policy_objects = Family::default();
+        let grant_info = Family::default();
         let spans_dropped = Counter::default();
         let filter_passthrough = Family::default();
         let entries_hidden = Family::default();
@@ -139,6 +148,13 @@ impl Metrics {
             "Policy objects in force, by kind",
             policy_objects.clone(),
         );
+        // A grant that never had a would-deny has no `mcp_authz_would_deny_total` series: this
+        // one names every grant, so a query can list the monitor grants with none.
+        registry.register(
+            "mcp_authz_grant_info",
+            "Every grant in force, by server, grant and the grant's own mode (value 1)",
+            grant_info.clone(),
+        );
         registry.register(
             "mcp_authz_spans_dropped",
             "Audit spans dropped because the export queue was full",
@@ -162,6 +178,7 @@ impl Metrics {
             reloads,
             policy_info,
             policy_objects,
+            grant_info,
             spans_dropped,
             filter_passthrough,
             entries_hidden,
@@ -217,7 +234,7 @@ impl Metrics {
         self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
-    /// The revision and object counts of the snapshot now in force.
+    /// The revision, object counts and grants of the snapshot now in force.
     pub fn set_policy(&self, snapshot: &Snapshot) {
         self.policy_info.clear();
         self.policy_info
@@ -233,6 +250,19 @@ impl Metrics {
             self.policy_objects
                 .get_or_create(&KindLabels { kind })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        self.grant_info.clear();
+        for server in snapshot.servers() {
+            for compiled in &server.grants {
+                let grant = &compiled.grant;
+                self.grant_info
+                    .get_or_create(&GrantLabels {
+                        server: Text::clone(&server.server.key.full),
+                        grant: Text::clone(&grant.key.full),
+                        mode: grant.mode.as_str(),
+                    })
+                    .set(1);
+            }
         }
     }
 
@@ -252,3 +282,59 @@ impl Metrics {
 
 /// Shared handle.
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load_files;
+
+    fn snapshot(grants: &str) -> Snapshot {
+        let server = "apiVersion: mcpruntime.org/v1alpha1\nkind: MCPServer\nmetadata: {name: s, namespace: ns}\nspec:\n  ingressPath: /s\n  tools: [{name: t, requiredTrust: low, sideEffect: read}]\n";
+        let files = [
+            ("server.yaml", server.as_bytes()),
+            ("grants.yaml", grants.as_bytes()),
+        ];
+        Snapshot::compile(load_files(&files).unwrap())
+    }
+
+    fn grant(name: &str, mode: &str) -> String {
+        format!(
+            "apiVersion: mcpruntime.org/v1alpha1\nkind: MCPAccessGrant\nmetadata: {{name: {name}, namespace: ns}}\nspec: {{serverRef: {{name: s}}, subject: {{agentID: a}}, maxTrust: low, mode: {mode}}}\n"
+        )
+    }
+
+    fn grant_info(metrics: &Metrics) -> Vec<String> {
+        let mut lines: Vec<String> = metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("mcp_authz_grant_info{"))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn grant_info_names_every_grant_of_the_set_in_force() {
+        let metrics = Metrics::new();
+        metrics.set_policy(&snapshot(&format!(
+            "{}---\n{}",
+            grant("rollout", "monitor"),
+            grant("steady", "enforce")
+        )));
+        assert_eq!(
+            grant_info(&metrics),
+            [
+                r#"mcp_authz_grant_info{server="ns/s",grant="ns/rollout",mode="monitor"} 1"#,
+                r#"mcp_authz_grant_info{server="ns/s",grant="ns/steady",mode="enforce"} 1"#,
+            ]
+        );
+
+        // The rollout flipped to enforce and the other grant removed: no series stays behind.
+        metrics.set_policy(&snapshot(&grant("rollout", "enforce")));
+        assert_eq!(
+            grant_info(&metrics),
+            [r#"mcp_authz_grant_info{server="ns/s",grant="ns/rollout",mode="enforce"} 1"#]
+        );
+    }
+}

@@ -8,14 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::manifests::{deploy, differing_kinds, documents};
 use common::{BIN, scratch_dir};
-use mcp_authz::policy::load_paths;
-use serde::Deserialize;
 use serde_yaml_ng::Value;
-
-fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
-}
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -26,13 +21,6 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
-}
-
-fn documents(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .collect()
 }
 
 #[test]
@@ -70,7 +58,7 @@ fn shipped_policies_validate_and_the_configmap_matches_them() {
     let dir = configmap_files("deploy-configmap", |_, text| text.to_string());
     assert_validates(&dir);
     assert_eq!(
-        differing_kinds(&dir),
+        differing_kinds(&deploy().join("policies"), &dir),
         Vec::<&str>::new(),
         "the ConfigMap differs from deploy/policies"
     );
@@ -85,20 +73,6 @@ fn configmap_files(scratch: &str, edit: impl Fn(&str, &str) -> String) -> PathBu
         std::fs::write(dir.join(name), edit(name, text.as_str().unwrap())).unwrap();
     }
     dir
-}
-
-/// The kinds of policy object whose loaded contents differ between `deploy/policies` and `dir`.
-fn differing_kinds(dir: &Path) -> Vec<&'static str> {
-    let shipped = load_paths(&[deploy().join("policies")]).unwrap();
-    let mapped = load_paths(&[dir]).unwrap();
-    [
-        ("servers", shipped.servers == mapped.servers),
-        ("grants", shipped.grants == mapped.grants),
-        ("sessions", shipped.sessions == mapped.sessions),
-    ]
-    .into_iter()
-    .filter_map(|(kind, same)| (!same).then_some(kind))
-    .collect()
 }
 
 #[test]
@@ -131,7 +105,11 @@ fn the_configmap_comparison_sees_every_kind() {
             edited
         });
         assert_validates(&dir);
-        assert_eq!(differing_kinds(&dir), [kind], "{file}: `{from}` → `{to}`");
+        assert_eq!(
+            differing_kinds(&deploy().join("policies"), &dir),
+            [kind],
+            "{file}: `{from}` → `{to}`"
+        );
     }
 }
 

@@ -262,7 +262,7 @@ async fn metrics_and_probes_from_the_running_binary() {
         (r#"mcp_authz_check_duration_seconds_count{decision="allow"}"#.to_string(), 6.0),
         (r#"mcp_authz_check_duration_seconds_count{decision="deny"}"#.to_string(), 2.0),
         (r#"mcp_authz_check_duration_seconds_bucket{le="0.1",decision="allow"}"#.to_string(), 6.0),
-        (r#"mcp_authz_policy_objects{kind="MCPAccessGrant"}"#.to_string(), 9.0),
+        (r#"mcp_authz_policy_objects{kind="MCPAccessGrant"}"#.to_string(), 13.0),
         ("mcp_authz_spans_dropped_total".to_string(), 0.0),
     ];
     for (prefix, value) in &expect {

@@ -265,6 +265,11 @@ impl Snapshot {
         }
     }
 
+    /// Every server, in byte order of `namespace/name`.
+    pub fn servers(&self) -> &[CompiledServer] {
+        &self.servers
+    }
+
     /// `namespace/name`, or a bare `name` that exactly one server has.
     pub fn server_named(&self, name: &str) -> Option<&CompiledServer> {
         let index = if name.contains('/') {

@@ -12,6 +12,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 pub mod install;
+pub mod manifests;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-authz");
 
