@@ -305,3 +305,96 @@ fn event_stream_answers_list_exactly_what_each_caller_may_call() {
     assert_eq!(out[0]["text"], "acknowledged", "{out:?}");
     assert_eq!(out[0]["progress"], json!(["started", "acknowledged"]));
 }
+
+fn yaml(path: &str) -> serde_yaml_ng::Value {
+    let text = std::fs::read_to_string(manifest().join(path)).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
+/// The Istio EnvoyFilter carries the shipped Envoy config's ext_proc filter (but for the
+/// cluster, which is Istio's name for the mcp-authz service), and Envoy accepts it.
+#[test]
+fn the_istio_list_filter_is_the_envoy_one() {
+    use serde_yaml_ng::Value as Yaml;
+    let envoy_yaml = yaml("deploy/envoy/envoy.yaml");
+    let shipped = envoy_yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.http.ext_proc")
+        .expect("deploy/envoy has the ext_proc filter")
+        .clone();
+    let istio = yaml("deploy/istio/list-filter.yaml");
+    let patches = istio["spec"]["configPatches"].as_sequence().unwrap();
+    let mut filter = patches[0]["patch"]["value"].clone();
+    assert_eq!(
+        patches[0]["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        Yaml::from("envoy.filters.http.ext_authz"),
+        "right after ext_authz"
+    );
+    let cluster = filter["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        cluster,
+        "outbound|9191||mcp-authz.mcp-system.svc.cluster.local"
+    );
+    filter["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = Yaml::from("mcp-authz");
+    assert_eq!(filter, shipped);
+    assert_eq!(
+        patches[1]["patch"]["value"]["per_connection_buffer_limit_bytes"],
+        envoy_yaml["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"]
+    );
+
+    // Envoy validates the filter as Istio would insert it, with a cluster of Istio's name.
+    let bootstrap = json!({
+        "static_resources": {
+            "listeners": [{
+                "name": "inbound",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 15006}},
+                "per_connection_buffer_limit_bytes": 8388608,
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "inbound",
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]},
+                        "http_filters": [
+                            serde_json::to_value(&patches[0]["patch"]["value"]).unwrap(),
+                            {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                        ],
+                    },
+                }]}],
+            }],
+            "clusters": [{
+                "name": cluster,
+                "type": "STATIC",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}},
+                    },
+                },
+                "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9191}}},
+                }]}]},
+            }],
+        },
+    });
+    let path = scratch_dir("istio-list-filter").join("bootstrap.json");
+    std::fs::write(&path, bootstrap.to_string()).unwrap();
+    let out = Command::new(envoy())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
