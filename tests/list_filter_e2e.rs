@@ -398,3 +398,51 @@ fn the_istio_list_filter_is_the_envoy_one() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Without Envoy: health answers for the ext_proc service, and a Process stream for a GET is
+/// answered at once with everything after its headers switched off.
+#[tokio::test]
+async fn the_processor_serves_beside_check_and_health() {
+    use mcp_authz::proto::core::{HeaderMap, HeaderValue};
+    use mcp_authz::proto::ext_proc::external_processor_client::ExternalProcessorClient;
+    use mcp_authz::proto::ext_proc::processing_request::Request;
+    use mcp_authz::proto::ext_proc::{HttpHeaders, ProcessingRequest};
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    let authz = Server::start(&here("policies"), &[]);
+    let channel = authz.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: mcp_authz::ext_proc::EXT_PROC_SERVICE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let header = |key: &str, value: &str| HeaderValue {
+        key: key.into(),
+        value: String::new(),
+        raw_value: value.as_bytes().to_vec(),
+    };
+    let get = ProcessingRequest {
+        request: Some(Request::RequestHeaders(HttpHeaders {
+            headers: Some(HeaderMap {
+                headers: vec![header(":method", "GET"), header(":path", "/demo/mcp")],
+            }),
+            end_of_stream: true,
+        })),
+        ..ProcessingRequest::default()
+    };
+    let mut replies = ExternalProcessorClient::new(channel)
+        .process(tokio_stream::iter([get]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().expect("one reply");
+    let mode = reply.mode_override.expect("switched off");
+    assert_eq!(mode.response_body_mode, 0, "NONE");
+    assert_eq!(replies.message().await.unwrap(), None);
+}
