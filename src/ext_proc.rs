@@ -884,4 +884,136 @@ mod tests {
         assert!(off(&head));
         assert!(!metrics.encode().contains("passthrough_total{"));
     }
+
+    mod against_check {
+        use super::*;
+        use crate::check::authorize;
+        use crate::decision::Verdict;
+        use crate::policy::load_files;
+        use proptest::prelude::*;
+
+        const TOOLS: [&str; 4] = ["t0", "t1", "t2", "t3"];
+        const TRUST: [&str; 3] = ["low", "medium", "high"];
+        const EFFECTS: [&str; 3] = ["read", "write", "destructive"];
+
+        #[derive(Debug, Clone)]
+        struct Grant {
+            agent: usize,
+            max_trust: usize,
+            effects: [bool; 3],
+            /// Per tool: no rule, allow, deny.
+            rules: Option<[u8; 4]>,
+            monitor: bool,
+        }
+
+        fn grant() -> impl Strategy<Value = Grant> {
+            (
+                0usize..3,
+                0usize..3,
+                any::<[bool; 3]>(),
+                prop::option::of(prop::array::uniform4(0u8..3)),
+                any::<bool>(),
+            )
+                .prop_map(|(agent, max_trust, effects, rules, monitor)| Grant {
+                    agent,
+                    max_trust,
+                    effects,
+                    rules,
+                    monitor,
+                })
+        }
+
+        fn yaml(tools: &[(usize, Option<usize>)], grants: &[Grant], monitor: bool) -> String {
+            let mut out = String::from(
+                "apiVersion: mcpruntime.org/v1alpha1\nkind: MCPServer\nmetadata: {name: demo, namespace: mcp}\nspec:\n  ingressPath: /demo/mcp\n  tools:\n",
+            );
+            for (i, (trust, effect)) in tools.iter().enumerate() {
+                let effect =
+                    effect.map_or(String::new(), |e| format!(", sideEffect: {}", EFFECTS[e]));
+                out += &format!(
+                    "    - {{name: t{i}, requiredTrust: {}{effect}}}\n",
+                    TRUST[*trust]
+                );
+            }
+            let mode = if monitor { "monitor" } else { "allow-list" };
+            out += &format!("  policy: {{mode: {mode}, defaultDecision: deny}}\n");
+            for (i, g) in grants.iter().enumerate() {
+                let effects: Vec<&str> = EFFECTS
+                    .iter()
+                    .zip(g.effects)
+                    .filter(|(_, on)| *on)
+                    .map(|(e, _)| *e)
+                    .collect();
+                out += &format!(
+                    "---\napiVersion: mcpruntime.org/v1alpha1\nkind: MCPAccessGrant\nmetadata: {{name: g{i}, namespace: mcp}}\nspec:\n  serverRef: {{name: demo}}\n  subject: {{agentID: a{}}}\n  maxTrust: {}\n  allowedSideEffects: [{}]\n  mode: {}\n",
+                    g.agent,
+                    TRUST[g.max_trust],
+                    effects.join(", "),
+                    if g.monitor { "monitor" } else { "enforce" }
+                );
+                if let Some(rules) = g.rules {
+                    out += "  toolRules:\n";
+                    for (t, rule) in rules.iter().enumerate() {
+                        match rule {
+                            1 => out += &format!("    - {{name: t{t}}}\n"),
+                            2 => out += &format!("    - {{name: t{t}, decision: deny}}\n"),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            /// Whatever the policy, each caller's filtered list holds exactly the tools a
+            /// Check of their call lets through (allowed or would-deny).
+            #[test]
+            fn the_list_is_what_checks_let_through(
+                tools in prop::collection::vec((0usize..3, prop::option::of(0usize..3)), 4),
+                grants in prop::collection::vec(grant(), 0..5),
+                monitor_server in any::<bool>(),
+            ) {
+                let text = yaml(&tools, &grants, monitor_server);
+                let set = load_files(&[("p.yaml", text.as_bytes())]).expect("the generated policy is valid");
+                let store = Arc::new(PolicyStore::default());
+                store.install_set(set);
+                let snapshot = store.current().clone().unwrap();
+                let answer = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {
+                    "tools": TOOLS.iter().map(|t| serde_json::json!({"name": t})).collect::<Vec<_>>()
+                }})
+                .to_string();
+                for agent in ["a0", "a1", "a2", "a3"] {
+                    let mut stream = StreamState {
+                        shared: ListFilter::new(Arc::clone(&store), Options::default(), Arc::new(Metrics::new())).shared,
+                        phase: Phase::Start,
+                    };
+                    let request = [(":method", "POST"), (":path", "/demo/mcp"), ("x-mcp-agent-id", agent)];
+                    send(&mut stream, Message::RequestHeaders(headers(&request)));
+                    send(&mut stream, Message::RequestBody(body(LIST)));
+                    let length = answer.len().to_string();
+                    send(&mut stream, Message::ResponseHeaders(headers(&[(":status", "200"), ("content-type", "application/json"), ("content-length", &length)])));
+                    let (filtered, _) = rewritten(&send(&mut stream, Message::ResponseBody(body(&answer))));
+                    let callable: Vec<String> = TOOLS
+                        .iter()
+                        .filter(|tool| {
+                            let call = format!(r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{tool}"}}}}"#);
+                            let input = CheckInput {
+                                method: "POST",
+                                path: "/demo/mcp",
+                                headers: Headers::new(vec![("x-mcp-agent-id", agent)]),
+                                body: call.as_bytes(),
+                                ..CheckInput::default()
+                            };
+                            let decision = authorize(Some(&snapshot), &input, &Options::default(), Timestamp::now());
+                            decision.applied() == Verdict::Allow
+                        })
+                        .map(|t| t.to_string())
+                        .collect();
+                    prop_assert_eq!(listed(&filtered), callable, "{} under\n{}", agent, text);
+                }
+            }
+        }
+    }
 }
