@@ -431,12 +431,19 @@ impl StreamState {
             }
             visibility
         })?;
+        // The record of a filtered list (SPEC §7): counted here, and logged with what its
+        // `mcp.authz.filter` span carries until the audit trail takes filter records too.
         self.shared
             .metrics
             .record_hidden(&server.server.key.full, mode, filtered.hidden);
+        let identity = caller.as_ref().ok().map(|c| &c.identity);
         tracing::info!(
             method = list.method.as_str(),
             server = %server.server.key.full,
+            human = identity.and_then(|i| i.human.as_deref()),
+            agent = identity.and_then(|i| i.agent.as_deref()),
+            team = identity.and_then(|i| i.team.as_deref()),
+            policy_revision = %snapshot.revision,
             mode = mode.as_str(),
             listed = filtered.listed,
             hidden = filtered.hidden,
