@@ -4,7 +4,8 @@
 //! JSON-RPC calls ([`rpc`]) and caller ([`identity`]) → ([`decide`]) a [`decision::Decision`]
 //! → ([`response`]) CheckResponse wire bytes. Everything up to the response is plain functions over
 //! plain data; tonic, notify, arc-swap and OpenTelemetry live only in the shell ([`service`],
-//! [`reload`], [`telemetry`]).
+//! [`ext_proc`], [`reload`], [`telemetry`]). List filtering reuses the same stages: a list
+//! request's caller and server as a Check finds them, each entry decided as its call would be.
 //!
 //! Layout, one concept per module:
 //! - [`policy`]: the policy model; `load` (files → YAML documents, revision), `yaml` (documents
