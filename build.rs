@@ -1,12 +1,16 @@
 //! Compiles `proto/` with protox (a pure-Rust protobuf compiler), so no system `protoc` is needed.
 //!
-//! The messages and the client come from `proto/`. The server is generated from the same
-//! service and method names with tonic-build's manual builder, so that it answers with
+//! The messages and the clients come from `proto/`. The servers are generated from the same
+//! service and method names with tonic-build's manual builder: Check's so that it answers with
 //! `response::EncodedResponse` (wire bytes written straight from the decision) instead of
-//! building prost's `CheckResponse`.
+//! building prost's `CheckResponse`, and ext_proc's Process beside it (one builder for both,
+//! since prost's would also generate an Authorization server).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["envoy/service/auth/v3/external_auth.proto"];
+    let files = [
+        "envoy/service/auth/v3/external_auth.proto",
+        "envoy/service/ext_proc/v3/external_processor.proto",
+    ];
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
         .build_server(false)
@@ -21,15 +25,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .output_type("crate::response::EncodedResponse")
         .codec_path("crate::codec::CheckCodec")
         .build();
-    let service = tonic_build::manual::Service::builder()
+    let authorization = tonic_build::manual::Service::builder()
         .name("Authorization")
         .package("envoy.service.auth.v3")
         .method(check)
         .build();
+    let process = tonic_build::manual::Method::builder()
+        .name("process")
+        .route_name("Process")
+        .input_type("crate::proto::ext_proc::ProcessingRequest")
+        .output_type("crate::proto::ext_proc::ProcessingResponse")
+        .codec_path("crate::codec::Codec")
+        .client_streaming()
+        .server_streaming()
+        .build();
+    let processor = tonic_build::manual::Service::builder()
+        .name("ExternalProcessor")
+        .package("envoy.service.ext_proc.v3")
+        .method(process)
+        .build();
     tonic_build::manual::Builder::new()
         .build_client(false)
         .build_server(true)
-        .compile(&[service]);
+        .compile(&[authorization, processor]);
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

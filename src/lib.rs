@@ -4,7 +4,8 @@
 //! JSON-RPC calls ([`rpc`]) and caller ([`identity`]) → ([`decide`]) a [`decision::Decision`]
 //! → ([`response`]) CheckResponse wire bytes. Everything up to the response is plain functions over
 //! plain data; tonic, notify, arc-swap and OpenTelemetry live only in the shell ([`service`],
-//! [`reload`], [`telemetry`]).
+//! [`ext_proc`], [`reload`], [`telemetry`]). List filtering reuses the same stages: a list
+//! request's caller and server as a Check finds them, each entry decided as its call would be.
 //!
 //! Layout, one concept per module:
 //! - [`policy`]: the policy model; `load` (files → YAML documents, revision), `yaml` (documents
@@ -19,6 +20,8 @@
 //! - [`check`]: the whole Check: server selection, batches, service/server monitor mode.
 //! - [`decision`]: the outcome and its evidence; reason codes.
 //! - [`explain`]: the `check` command's report: the decision and its recorded evidence.
+//! - [`filter`]: list answers narrowed to what the caller may call (SPEC §7).
+//! - [`ext_proc`]: the tonic ExternalProcessor service that filters list answers in Envoy.
 //! - [`response`]: Decision → CheckResponse (headers, denied body, dynamic metadata), written
 //!   straight to protobuf wire bytes.
 //! - [`proto`], [`codec`]: generated ext_authz types and server, and the gRPC codecs.
@@ -40,6 +43,8 @@ pub mod codec;
 pub mod decide;
 pub mod decision;
 pub mod explain;
+pub mod ext_proc;
+pub mod filter;
 pub mod identity;
 pub mod logging;
 pub mod metrics;

@@ -10,7 +10,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::decision::{Decision, Verdict};
-use crate::policy::{Snapshot, Text};
+use crate::filter::Passthrough;
+use crate::policy::{Mode, Snapshot, Text};
 
 /// Check latency buckets, 10 µs to 100 ms.
 pub const DURATION_BUCKETS: [f64; 13] = [
@@ -56,6 +57,17 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HiddenLabels {
+    server: Text,
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GrantLabels {
     server: Text,
     grant: Text,
@@ -73,6 +85,8 @@ pub struct Metrics {
     policy_objects: Family<KindLabels, Gauge>,
     grant_info: Family<GrantLabels, Gauge>,
     spans_dropped: Counter,
+    filter_passthrough: Family<ReasonLabels, Counter>,
+    entries_hidden: Family<HiddenLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -94,6 +108,8 @@ impl Metrics {
         let policy_objects = Family::default();
         let grant_info = Family::default();
         let spans_dropped = Counter::default();
+        let filter_passthrough = Family::default();
+        let entries_hidden = Family::default();
         // prometheus-client appends `_total` to counters.
         registry.register(
             "mcp_authz_decisions",
@@ -144,6 +160,16 @@ impl Metrics {
             "Audit spans dropped because the export queue was full",
             spans_dropped.clone(),
         );
+        registry.register(
+            "mcp_authz_filter_passthrough",
+            "List answers passed on unfiltered because they could not be read, by reason",
+            filter_passthrough.clone(),
+        );
+        registry.register(
+            "mcp_authz_list_entries_hidden",
+            "List entries hidden from callers who may not call them, by server and mode",
+            entries_hidden.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -154,6 +180,8 @@ impl Metrics {
             policy_objects,
             grant_info,
             spans_dropped,
+            filter_passthrough,
+            entries_hidden,
         }
     }
 
@@ -181,6 +209,24 @@ impl Metrics {
             })
             .inc();
         self.duration[usize::from(verdict == Verdict::Deny)].observe(seconds);
+    }
+
+    pub fn record_passthrough(&self, reason: Passthrough) {
+        self.filter_passthrough
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts the entries one filtered list hid.
+    pub fn record_hidden(&self, server: &Text, mode: Mode, hidden: usize) {
+        self.entries_hidden
+            .get_or_create(&HiddenLabels {
+                server: Text::clone(server),
+                mode: mode.as_str(),
+            })
+            .inc_by(hidden as u64);
     }
 
     pub fn record_reload(&self, success: bool) {

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use prost_types::value::Kind as ValueKind;
 
 use crate::proto::auth::CheckRequest;
+use crate::proto::core::HeaderValue;
 
 pub const JWT_AUTHN_FILTER: &str = "envoy.filters.http.jwt_authn";
 
@@ -20,6 +21,24 @@ pub struct Headers<'a> {
 impl<'a> Headers<'a> {
     pub fn new(entries: Vec<(&'a str, &'a str)>) -> Self {
         Headers { entries }
+    }
+
+    /// Envoy's `HeaderMap` (ext_authz with `encode_raw_headers`, and ext_proc): `raw_value` when
+    /// set, else `value`; a value that is not UTF-8 counts as absent.
+    pub fn from_header_map(headers: &'a [HeaderValue]) -> Self {
+        Headers::new(
+            headers
+                .iter()
+                .filter_map(|h| {
+                    let value = if h.raw_value.is_empty() {
+                        h.value.as_str()
+                    } else {
+                        std::str::from_utf8(&h.raw_value).ok()?
+                    };
+                    Some((h.key.as_str(), value))
+                })
+                .collect(),
+        )
     }
 
     /// The value of `name`: repeated headers joined with `,` as Envoy joins them, trimmed of
@@ -112,19 +131,7 @@ impl<'a> CheckInput<'a> {
                         .collect(),
                 )
             } else {
-                // `raw_value` when set, else `value`; a value that is not UTF-8 counts as absent.
-                Headers::new(
-                    raw.iter()
-                        .filter_map(|h| {
-                            let value = if h.raw_value.is_empty() {
-                                h.value.as_str()
-                            } else {
-                                std::str::from_utf8(&h.raw_value).ok()?
-                            };
-                            Some((h.key.as_str(), value))
-                        })
-                        .collect(),
-                )
+                Headers::from_header_map(raw)
             };
         }
         input
@@ -136,7 +143,8 @@ impl<'a> CheckInput<'a> {
     }
 }
 
-fn jwt_payloads(metadata: Option<&crate::proto::core::Metadata>) -> Vec<(&str, Claims<'_>)> {
+/// The jwt_authn payloads in Envoy's dynamic metadata, by their metadata key.
+pub fn jwt_payloads(metadata: Option<&crate::proto::core::Metadata>) -> Vec<(&str, Claims<'_>)> {
     let Some(fields) = metadata
         .and_then(|m| m.filter_metadata.get(JWT_AUTHN_FILTER))
         .map(|s| &s.fields)

@@ -15,9 +15,11 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::check::{Options, authorize};
+use crate::ext_proc::{EXT_PROC_SERVICE, ListFilter};
 use crate::metrics::Metrics;
 use crate::proto::auth::CheckRequest;
 use crate::proto::auth::authorization_server::{Authorization, AuthorizationServer};
+use crate::proto::ext_proc::external_processor_server::ExternalProcessorServer;
 use crate::reload::PolicyStore;
 use crate::request::CheckInput;
 use crate::response::{EncodedResponse, encode};
@@ -86,15 +88,15 @@ impl Authorization for AuthzService {
     }
 }
 
-/// Sets both health service names Envoy may ask for.
+/// Sets every health service name Envoy may ask for.
 pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    for name in ["", AUTHORIZATION_SERVICE] {
+    for name in ["", AUTHORIZATION_SERVICE, EXT_PROC_SERVICE] {
         reporter.set_service_status(name, status).await;
     }
 }
 
-/// Serves Check and health on `listener` until `shutdown` completes, then stops accepting and
-/// lets in-flight Checks finish.
+/// Serves Check, list filtering (ext_proc) and health on `listener` until `shutdown`
+/// completes, then stops accepting and lets in-flight Checks finish.
 pub async fn serve(
     listener: TcpListener,
     context: CheckContext,
@@ -103,11 +105,18 @@ pub async fn serve(
     >,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let filter = ExternalProcessorServer::new(ListFilter::new(
+        Arc::clone(&context.store),
+        context.options,
+        Arc::clone(&context.metrics),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let authz = AuthorizationServer::new(AuthzService::new(context))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(authz)
+        .add_service(filter)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }
