@@ -512,7 +512,19 @@ fn visibility<'a>(
             session: None,
         },
     };
-    let decision = decide_call(snapshot, server, caller, name, options, now);
+    let target = crate::decision::Target {
+        primitive,
+        name: name.into(),
+    };
+    let decision = decide_call(
+        snapshot,
+        server,
+        caller,
+        target,
+        options,
+        now,
+        &mut crate::decide::NoRecord,
+    );
     let visibility = match (decision.applied(), decision.would_deny) {
         (Verdict::Deny, _) => Visibility::Denied,
         (Verdict::Allow, true) => Visibility::WouldDeny,

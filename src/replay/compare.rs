@@ -337,9 +337,13 @@ impl Policy {
             &self.snapshot,
             server,
             caller,
-            target,
+            crate::decision::Target {
+                primitive,
+                name: target.into(),
+            },
             &self.options,
             recorded.time,
+            &mut crate::decide::NoRecord,
         );
         Ok(Decided {
             outcome: Outcome::of(&decision),
