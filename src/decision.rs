@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use crate::policy::snapshot::{CompiledGrant, CompiledServer, CompiledSession, Identity};
-use crate::policy::{Mode, Primitive, RiskLevel, SideEffect, Text, Trust};
+use crate::policy::{DenyAs, Mode, Primitive, RiskLevel, SideEffect, Text, Trust};
 
 /// Why a request was allowed or denied (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -191,6 +191,21 @@ impl Reason {
         )
     }
 
+    /// Reasons a client may read as a JSON-RPC error for its request (SPEC §3): the decision
+    /// steps, identity, sessions and `rpc_header_mismatch`.
+    pub fn answers_in_jsonrpc(self) -> bool {
+        self.from_grant_steps() || self.denial_status() == 401 || self == Reason::RpcHeaderMismatch
+    }
+
+    /// The JSON-RPC error code of a denial in the JSON-RPC form: -32020 is the code MCP servers
+    /// use for routing headers that disagree with the body.
+    pub fn jsonrpc_code(self) -> i32 {
+        match self {
+            Reason::RpcHeaderMismatch => -32020,
+            _ => -32003,
+        }
+    }
+
     /// The step-6 and step-7 reasons of a primitive: not granted, denied by a rule, not
     /// declared (SPEC §2 "The decision").
     pub fn for_primitive(primitive: Primitive) -> [Reason; 3] {
@@ -212,6 +227,17 @@ impl Reason {
             ],
         }
     }
+}
+
+/// The body a denial is answered with (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialForm {
+    /// `{"error": <reason>, "message": …}`.
+    Plain,
+    /// A JSON-RPC error response for the deciding request.
+    JsonRpc,
+    /// A `CallToolResult` with `isError: true` for the deciding `tools/call` (`denyAs: tool-error`).
+    ToolError,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,11 +359,47 @@ impl<'a> Decision<'a> {
         }
     }
 
-    /// The HTTP status the gateway answers with (200 when the request is let through).
+    /// The HTTP status the gateway answers with: 200 when the request is let through, and when
+    /// the server's `denyAs` answers a denial in a JSON-RPC form.
     pub fn http_status(&self) -> u16 {
-        match self.applied() {
-            Verdict::Allow => 200,
-            Verdict::Deny => self.reason.denial_status(),
+        match (self.applied(), self.denial_form(), self.deny_as()) {
+            (Verdict::Allow, ..) => 200,
+            (Verdict::Deny, DenialForm::Plain, _) | (Verdict::Deny, _, DenyAs::HttpStatus) => {
+                self.reason.denial_status()
+            }
+            (Verdict::Deny, ..) => 200,
+        }
+    }
+
+    fn deny_as(&self) -> DenyAs {
+        self.server.map_or(DenyAs::HttpStatus, |s| s.server.deny_as)
+    }
+
+    /// The id of the deciding request when a denial can be answered for it in JSON-RPC: a single
+    /// request (not in a batch) whose id is a string or a number, as sent.
+    pub fn answer_id(&self) -> Option<&str> {
+        let call = self.call.as_ref().filter(|c| !c.in_batch)?;
+        let id = call.id_json.as_deref()?;
+        matches!(id.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')).then_some(id)
+    }
+
+    /// The body form a denial of this decision is answered with.
+    pub fn denial_form(&self) -> DenialForm {
+        if !self.reason.answers_in_jsonrpc() || self.answer_id().is_none() {
+            return DenialForm::Plain;
+        }
+        let tool_call = self
+            .call
+            .as_ref()
+            .and_then(|c| c.target.as_ref())
+            .is_some_and(|t| t.primitive == Primitive::Tool);
+        if self.deny_as() == DenyAs::ToolError
+            && tool_call
+            && self.reason != Reason::RpcHeaderMismatch
+        {
+            DenialForm::ToolError
+        } else {
+            DenialForm::JsonRpc
         }
     }
 

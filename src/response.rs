@@ -9,8 +9,8 @@
 use bytes::Bytes;
 use prost::Message;
 
-use crate::decision::{Decision, Reason, Verdict};
-use crate::policy::AuthMode;
+use crate::decision::{Decision, DenialForm, Reason, Verdict};
+use crate::policy::{AuthMode, Primitive};
 use crate::proto::auth::CheckResponse;
 use crate::proto::core::header_value_option::HeaderAppendAction;
 
@@ -19,6 +19,7 @@ pub const WOULD_DENY_REASON_HEADER: &str = "x-would-deny-reason";
 
 /// gRPC status codes used in `CheckResponse.status`.
 const OK: u64 = 0;
+const INVALID_ARGUMENT: u64 = 3;
 const PERMISSION_DENIED: u64 = 7;
 const UNAVAILABLE: u64 = 14;
 const UNAUTHENTICATED: u64 = 16;
@@ -49,6 +50,7 @@ pub fn encode(decision: &Decision) -> EncodedResponse {
             match decision.reason.denial_status() {
                 401 => UNAUTHENTICATED,
                 503 => UNAVAILABLE,
+                400 => INVALID_ARGUMENT,
                 _ => PERMISSION_DENIED,
             },
             check_response::DENIED_RESPONSE,
@@ -198,7 +200,7 @@ fn ok(w: &mut Writer, decision: &Decision) {
 }
 
 fn denied(w: &mut Writer, decision: &Decision) {
-    let code = decision.reason.denial_status();
+    let code = decision.http_status();
     w.message(denied_http_response::STATUS, |w| {
         w.uint(http_status::CODE, code.into())
     });
@@ -210,8 +212,8 @@ fn denied(w: &mut Writer, decision: &Decision) {
     w.string(denied_http_response::BODY, &denied_body(decision));
 }
 
-/// The denied body of each reason, built once; only bodies that list the server's identity
-/// headers are built per request.
+/// The plain denied body of each reason, built once; only bodies that list the server's
+/// identity headers, and the JSON-RPC forms, are built per request.
 static BODIES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
     Reason::ALL
         .iter()
@@ -220,45 +222,75 @@ static BODIES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
 });
 
 fn denied_body(decision: &Decision) -> std::borrow::Cow<'static, str> {
+    use serde_json::json;
     let reason = decision.reason;
-    let header_auth = decision
-        .server
-        .map(|s| &s.server.auth)
-        .filter(|auth| auth.mode == AuthMode::Header);
-    match header_auth {
-        Some(auth) if matches!(reason, Reason::MissingIdentity | Reason::MissingSession) => {
-            serde_json::json!({
+    let required_headers = required_headers(decision);
+    // The id is spliced in as sent: its JSON text, a string or a number (`Decision::answer_id`).
+    let id = decision.answer_id().unwrap_or("null");
+    match decision.denial_form() {
+        DenialForm::Plain => match required_headers {
+            Some(headers) => json!({
                 "error": reason.as_str(),
                 "message": reason.message(),
-                "required_headers": [
-                    auth.human_header,
-                    auth.agent_header,
-                    auth.team_header,
-                    auth.session_header
-                ],
+                "required_headers": headers,
             })
             .to_string()
-            .into()
+            .into(),
+            None => BODIES[reason as usize].as_str().into(),
+        },
+        DenialForm::JsonRpc => {
+            let mut data = json!({"reason": reason.as_str()});
+            if let Some(headers) = required_headers {
+                data["required_headers"] = json!(headers);
+            }
+            let error = json!({"code": reason.jsonrpc_code(), "message": reason.message(), "data": data});
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#).into()
         }
-        _ => BODIES[reason as usize].as_str().into(),
+        DenialForm::ToolError => {
+            let result = json!({
+                "resultType": "complete",
+                "content": [{"type": "text", "text": format!("{} ({})", reason.message(), reason.as_str())}],
+                "isError": true,
+                "_meta": {"mcp-authz/reason": reason.as_str()},
+            });
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#).into()
+        }
     }
+}
+
+/// In header mode, a denial for a missing identity or session lists the four header names the
+/// server reads (human, agent, team, session).
+fn required_headers<'a>(decision: &Decision<'a>) -> Option<[&'a str; 4]> {
+    let auth = &decision.server?.server.auth;
+    (auth.mode == AuthMode::Header
+        && matches!(
+            decision.reason,
+            Reason::MissingIdentity | Reason::MissingSession
+        ))
+    .then(|| {
+        [
+            &*auth.human_header,
+            &*auth.agent_header,
+            &*auth.team_header,
+            &*auth.session_header,
+        ]
+    })
 }
 
 /// The metadata Envoy passes to later filters and the access log, keys in byte order (as a
 /// `Struct`'s map is written by prost).
 fn dynamic_metadata(w: &mut Writer, decision: &Decision) {
-    let tool = decision
-        .call
-        .as_ref()
-        .and_then(|c| c.target_of(crate::policy::Primitive::Tool));
+    let target = |primitive| decision.call.as_ref().and_then(|c| c.target_of(primitive));
     for (key, value) in [
         ("decision", Some(decision.applied().as_str())),
         ("matched_grant", decision.grant_key()),
         ("matched_session", decision.session_key()),
         ("mcp_server", decision.server_key()),
         ("policy_revision", Some(decision.revision.map_or("", |r| r))),
+        ("prompt", target(Primitive::Prompt)),
         ("reason", Some(decision.reason.as_str())),
-        ("tool", tool),
+        ("resource", target(Primitive::Resource)),
+        ("tool", target(Primitive::Tool)),
     ] {
         if let Some(value) = value {
             w.entry(key, |w| w.string(structs::STRING_VALUE, value));
