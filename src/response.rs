@@ -243,7 +243,8 @@ fn denied_body(decision: &Decision) -> std::borrow::Cow<'static, str> {
             if let Some(headers) = required_headers {
                 data["required_headers"] = json!(headers);
             }
-            let error = json!({"code": reason.jsonrpc_code(), "message": reason.message(), "data": data});
+            let error =
+                json!({"code": reason.jsonrpc_code(), "message": reason.message(), "data": data});
             format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#).into()
         }
         DenialForm::ToolError => {

@@ -971,13 +971,36 @@ fn responses_follow_the_decision() {
         let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
         match encode(&d).to_message().http_response {
             Some(HttpResponse::DeniedResponse(denied)) => {
-                serde_json::from_str::<serde_json::Value>(&denied.body).unwrap()
+                let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
+                // A single request with an id is answered in JSON-RPC, its fields under
+                // `error.data`; the plain body has them at the top, under `error` for the reason.
+                match body["error"].get("data") {
+                    Some(data) => {
+                        assert_eq!(body["jsonrpc"], "2.0");
+                        assert_eq!(body["error"]["code"], -32003);
+                        let mut fields = data.clone();
+                        fields["error"] = data["reason"].clone();
+                        fields
+                    }
+                    None => body,
+                }
             }
             other => panic!("not denied: {other:?}"),
         }
     };
     let missing = body(&shop("read"));
     assert_eq!(missing["error"], "missing_identity");
+    let mut without_id = shop("read");
+    without_id.body = without_id.body.replace(r#""id":1"#, r#""id":null"#);
+    assert!(
+        without_id.body.contains(r#""id":null"#),
+        "{}",
+        without_id.body
+    );
+    let plain = body(&without_id);
+    assert_eq!(plain["error"], "missing_identity");
+    assert!(plain.get("jsonrpc").is_none());
+    assert_eq!(plain["required_headers"], missing["required_headers"]);
     assert_eq!(
         missing["required_headers"],
         serde_json::json!([
@@ -1007,6 +1030,39 @@ fn responses_follow_the_decision() {
     match response.http_response {
         Some(HttpResponse::DeniedResponse(denied)) => assert_eq!(denied.status.unwrap().code, 503),
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn jsonrpc_denials_echo_the_id_exactly_as_sent() {
+    use mcp_authz::proto::auth::check_response::HttpResponse;
+    let p = policy();
+    let denied_body = |id: &str| {
+        let req = Req::post(
+            "/shop/mcp",
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read"}}}}"#
+            ),
+        );
+        let d = decide_at(&p, &req.input(), Mode::Enforce, at(NOW));
+        match encode(&d).to_message().http_response {
+            Some(HttpResponse::DeniedResponse(denied)) => denied.body,
+            other => panic!("not denied: {other:?}"),
+        }
+    };
+    let long = "1".repeat(40);
+    for id in [r#""a\"b\u00e9""#, "-0.5e10", long.as_str(), r#""""#] {
+        let body = denied_body(id);
+        assert!(
+            body.starts_with(&format!(r#"{{"jsonrpc":"2.0","id":{id},"error":"#)),
+            "{body}"
+        );
+        serde_json::from_str::<serde_json::Value>(&body).expect("the body is JSON");
+    }
+    // Ids that cannot be echoed get the plain body.
+    for id in ["null", "true", "{}", "[1]"] {
+        let body: serde_json::Value = serde_json::from_str(&denied_body(id)).unwrap();
+        assert_eq!(body["error"], "missing_identity", "{id}");
     }
 }
 
