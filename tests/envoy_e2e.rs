@@ -423,7 +423,8 @@ fn requests_through_envoy() {
         &tools_call("delete_ticket"),
     );
     assert_eq!(reply.status, 403, "{reply:?}");
-    assert_eq!(reply.json()["error"], "tool_denied");
+    assert_eq!(reply.json()["error"]["code"], -32003, "{reply:?}");
+    assert_eq!(reply.json()["error"]["data"]["reason"], "tool_denied");
     let reply = request(
         envoy.agents,
         "POST",
@@ -432,8 +433,8 @@ fn requests_through_envoy() {
         &tools_call("search"),
     );
     assert_eq!(reply.status, 401, "{reply:?}");
-    assert_eq!(reply.json()["error"], "missing_identity");
-    assert!(reply.json()["required_headers"].is_array());
+    assert_eq!(reply.json()["error"]["data"]["reason"], "missing_identity");
+    assert!(reply.json()["error"]["data"]["required_headers"].is_array());
     // The public listener strips identity headers: the same caller is nobody there.
     let reply = request(
         envoy.public,
@@ -443,7 +444,7 @@ fn requests_through_envoy() {
         &tools_call("search"),
     );
     assert_eq!(reply.status, 401, "{reply:?}");
-    assert_eq!(reply.json()["error"], "missing_identity");
+    assert_eq!(reply.json()["error"]["data"]["reason"], "missing_identity");
     // A body over 1 MiB reaches mcp-authz cut short and is denied.
     let big = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"search","arguments":{{"q":"{}"}}}}}}"#,
