@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::install::{envoy, envoy_live, free_port};
-use common::{Server, scratch_dir};
+use common::Server;
+use common::envoy::{Ports, shipped_config};
+use common::install::{envoy, free_port};
 use mcp_authz::policy::{Snapshot, load_paths};
 use serde_json::Value;
 
@@ -196,80 +197,35 @@ fn tools_call(tool: &str) -> String {
 
 /// Envoy running the shipped config, re-addressed to this test's ports.
 struct Envoy {
-    child: Child,
+    process: common::envoy::Envoy,
     agents: u16,
     public: u16,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Envoy {
-    fn start(authz_port: u16, upstream_port: u16, otel_port: u16) -> Envoy {
-        let (agents, public, admin) = (free_port(), free_port(), free_port());
-        let config = std::fs::read_to_string(manifest().join("deploy/envoy/envoy.yaml"))
-            .unwrap()
-            .replace(
-                "address: 0.0.0.0, port_value: 9901",
-                &format!("address: 127.0.0.1, port_value: {admin}"),
-            )
-            .replace(
-                "address: 0.0.0.0, port_value: 10000",
-                &format!("address: 127.0.0.1, port_value: {agents}"),
-            )
-            .replace(
-                "address: 0.0.0.0, port_value: 10080",
-                &format!("address: 127.0.0.1, port_value: {public}"),
-            )
-            .replace(
-                "address: mcp-authz, port_value: 9191",
-                &format!("address: 127.0.0.1, port_value: {authz_port}"),
-            )
-            .replace(
-                "address: demo-mcp, port_value: 8080",
-                &format!("address: 127.0.0.1, port_value: {upstream_port}"),
-            )
-            .replace(
-                "address: jaeger, port_value: 4317",
-                &format!("address: 127.0.0.1, port_value: {otel_port}"),
-            );
-        assert!(
-            !config.contains("port_value: 9191"),
-            "templating missed an address"
-        );
-        let dir = scratch_dir(&format!("envoy-{agents}"));
-        let path = dir.join("envoy.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(envoy())
-            .arg("-c")
-            .arg(&path)
-            .args(["--disable-hot-restart", "--log-level", "warn"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (stdout, sink) = (child.stdout.take().unwrap(), Arc::clone(&log));
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let envoy = Envoy {
-            child,
-            agents,
-            public,
-            log,
+    fn start(authz: u16, upstream: u16, otel: u16) -> Envoy {
+        let ports = Ports {
+            admin: free_port(),
+            agents: free_port(),
+            public: free_port(),
+            authz,
+            upstream,
+            otel,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !envoy_live(admin) {
-            assert!(Instant::now() < deadline, "Envoy did not become ready");
-            std::thread::sleep(Duration::from_millis(50));
+        let config = shipped_config(&ports);
+        let process =
+            common::envoy::Envoy::start(&format!("envoy-{}", ports.agents), &config, ports.admin);
+        Envoy {
+            process,
+            agents: ports.agents,
+            public: ports.public,
         }
-        envoy
     }
 
     /// Access log lines (JSON) written so far.
     fn access_log(&self) -> Vec<Value> {
-        self.log
+        self.process
+            .log
             .lock()
             .unwrap()
             .iter()
@@ -284,13 +240,6 @@ impl Envoy {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.access_log()
-    }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::install::{envoy, envoy_live, free_port, python_venv};
+use common::envoy::{Envoy, Ports, shipped_config};
+use common::install::{envoy, free_port, python_venv};
 use common::{Server, scratch_dir};
 use serde_json::{Value, json};
 
@@ -66,7 +67,7 @@ struct Stack {
     authz: Server,
     agents: u16,
     _upstream: Process,
-    _envoy: Process,
+    _envoy: Envoy,
 }
 
 impl Stack {
@@ -87,55 +88,26 @@ impl Stack {
         );
         let authz = Server::start(&policies, &[]);
         let authz_port = authz.addr.rsplit(':').next().unwrap().to_string();
-        let (agents, public, admin) = (free_port(), free_port(), free_port());
-        let config = std::fs::read_to_string(manifest().join("deploy/envoy/envoy.yaml"))
-            .unwrap()
-            .replace(
-                "address: 0.0.0.0, port_value: 9901",
-                &format!("address: 127.0.0.1, port_value: {admin}"),
-            )
-            .replace(
-                "address: 0.0.0.0, port_value: 10000",
-                &format!("address: 127.0.0.1, port_value: {agents}"),
-            )
-            .replace(
-                "address: 0.0.0.0, port_value: 10080",
-                &format!("address: 127.0.0.1, port_value: {public}"),
-            )
-            .replace(
-                "address: mcp-authz, port_value: 9191",
-                &format!("address: 127.0.0.1, port_value: {authz_port}"),
-            )
-            .replace(
-                "address: demo-mcp, port_value: 8080",
-                &format!("address: 127.0.0.1, port_value: {upstream_port}"),
-            )
-            .replace(
-                "address: jaeger, port_value: 4317",
-                &format!("address: 127.0.0.1, port_value: {}", free_port()),
-            );
-        assert!(!config.contains("port_value: 9191"), "templating missed");
-        let config_path = policies.with_extension("envoy.yaml");
-        std::fs::write(&config_path, config).unwrap();
-        let envoy = Process(
-            Command::new(envoy())
-                .arg("-c")
-                .arg(&config_path)
-                .args(["--disable-hot-restart", "--log-level", "error"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+        let ports = Ports {
+            admin: free_port(),
+            agents: free_port(),
+            public: free_port(),
+            authz: authz_port.parse().unwrap(),
+            upstream: upstream_port,
+            otel: free_port(),
+        };
+        let envoy = Envoy::start(
+            &format!("list-filter-envoy-{response}"),
+            &shipped_config(&ports),
+            ports.admin,
         );
+        let agents = ports.agents;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !envoy_live(admin) || TcpStream::connect(("127.0.0.1", upstream_port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", upstream_port)).is_err() {
             if let Ok(Some(status)) = upstream.0.try_wait() {
                 panic!("the upstream exited with {status}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "Envoy or the upstream did not start"
-            );
+            assert!(Instant::now() < deadline, "the upstream did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         Stack {

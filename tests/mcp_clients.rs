@@ -14,14 +14,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::install::{envoy, envoy_live, free_port, npm_package, python_venv};
+use common::install::{envoy, free_port, npm_package, python_venv};
 use common::{BIN, Server, scratch_dir};
 use serde::Deserialize;
 use serde_json::Value;
@@ -414,8 +414,7 @@ fn start_standin() -> (u16, Process) {
 /// Envoy on `tests/e2e/envoy.yaml`, re-addressed to this test's ports.
 struct Envoy {
     port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-    _process: Process,
+    process: common::envoy::Envoy,
 }
 
 impl Envoy {
@@ -427,37 +426,8 @@ impl Envoy {
             .replace("port_value: 10000", &format!("port_value: {port}"))
             .replace("port_value: 9191", &format!("port_value: {authz_port}"))
             .replace("port_value: 8080", &format!("port_value: {upstream_port}"));
-        let path = scratch_dir(&format!("clients-envoy-{port}")).join("envoy.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(envoy())
-            .arg("-c")
-            .arg(&path)
-            .args(["--disable-hot-restart", "--log-level", "warn"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (stdout, sink) = (child.stdout.take().unwrap(), Arc::clone(&log));
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut process = Process(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !envoy_live(admin) {
-            if let Ok(Some(status)) = process.0.try_wait() {
-                panic!("Envoy exited with {status}");
-            }
-            assert!(Instant::now() < deadline, "Envoy did not become ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Envoy {
-            port,
-            log,
-            _process: process,
-        }
+        let process = common::envoy::Envoy::start(&format!("clients-envoy-{port}"), &config, admin);
+        Envoy { port, process }
     }
 
     fn url(&self, deny_as: DenyAs) -> String {
@@ -468,7 +438,7 @@ impl Envoy {
     /// log now and then) or after 10 s.
     fn access_log(&self, complete: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let lines = || -> Vec<Value> {
-            let log = self.log.lock().unwrap();
+            let log = self.process.log.lock().unwrap();
             log.iter()
                 .filter_map(|l| serde_json::from_str(l).ok())
                 .collect()

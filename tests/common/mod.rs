@@ -11,6 +11,7 @@ use mcp_authz::proto::auth::CheckResponse;
 use tonic::Status;
 use tonic::transport::Channel;
 
+pub mod envoy;
 pub mod install;
 pub mod manifests;
 

@@ -1,6 +1,5 @@
 """The MCP Python SDK 1.x client (initialize handshake, Mcp-Session-Id): see `clientlib.py`."""
 
-import asyncio
 from datetime import timedelta
 
 import httpx
@@ -25,22 +24,12 @@ async def act(url, headers, action, target):
                     clientlib.report(action, target, await session.read_resource(target), False)
 
 
-async def main():
-    url, headers, actions = clientlib.parse_args()
-    for action, target in actions:
-        try:
-            # The SDK's own read timeout does not cover a transport that never answers.
-            await asyncio.wait_for(act(url, headers, action, target), clientlib.ACTION_TIMEOUT + 5)
-        except asyncio.TimeoutError:
-            clientlib.emit(action, target, False, "timeout")
-        except Exception as error:  # noqa: BLE001 - every failure is reported, not raised
-            inner = clientlib.leaf(error)
-            if isinstance(inner, McpError):
-                clientlib.emit(action, target, False, "mcp_error", inner.error.code,
-                               inner.error.message, clientlib.data_reason(inner.error.data))
-            else:
-                status = inner.response.status_code if isinstance(inner, httpx.HTTPStatusError) else None
-                clientlib.emit(action, target, False, "transport", status, clientlib.describe(error))
+def mcp_error(error):
+    return (error.error.code, error.error.message, error.error.data) if isinstance(error, McpError) else None
 
 
-asyncio.run(main())
+def http_status(error):
+    return error.response.status_code if isinstance(error, httpx.HTTPStatusError) else None
+
+
+clientlib.run(act, mcp_error, http_status)

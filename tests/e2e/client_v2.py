@@ -1,8 +1,6 @@
 """The MCP Python SDK 2.x client (protocol 2026-07-28: no initialize, no Mcp-Session-Id; every
 POST carries mcp-protocol-version, mcp-method and mcp-name): see `clientlib.py`."""
 
-import asyncio
-
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -27,20 +25,8 @@ async def act(url, headers, action, target):
                 clientlib.report(action, target, await client.read_resource(target), False)
 
 
-async def main():
-    url, headers, actions = clientlib.parse_args()
-    for action, target in actions:
-        try:
-            await asyncio.wait_for(act(url, headers, action, target), clientlib.ACTION_TIMEOUT + 5)
-        except asyncio.TimeoutError:
-            clientlib.emit(action, target, False, "timeout")
-        except Exception as error:  # noqa: BLE001 - every failure is reported, not raised
-            inner = clientlib.leaf(error)
-            if isinstance(inner, MCPError):
-                clientlib.emit(action, target, False, "mcp_error", inner.code, inner.message,
-                               clientlib.data_reason(inner.data))
-            else:
-                clientlib.emit(action, target, False, "transport", message=clientlib.describe(error))
+def mcp_error(error):
+    return (error.code, error.message, error.data) if isinstance(error, MCPError) else None
 
 
-asyncio.run(main())
+clientlib.run(act, mcp_error)

@@ -19,6 +19,7 @@ one.
 """
 
 import argparse
+import asyncio
 import json
 
 ACTIONS = ("tools/call", "prompts/get", "resources/read")
@@ -99,3 +100,28 @@ def report(action, target, result, is_error):
     else:
         text = next((c.text for c in result.contents if hasattr(c, "text")), None)
     emit(action, target, True, text=text)
+
+
+def run(act, mcp_error, http_status=lambda error: None):
+    """Runs `act(url, headers, action, target)` for each action of the command line and prints
+    its outcome. A failure is an MCP error when `mcp_error(leaf)` gives its (code, message,
+    data), else a transport failure, with the HTTP status `http_status(leaf)` finds, if any."""
+
+    async def main():
+        url, headers, actions = parse_args()
+        for action, target in actions:
+            try:
+                # The SDK's own read timeout does not cover a transport that never answers.
+                await asyncio.wait_for(act(url, headers, action, target), ACTION_TIMEOUT + 5)
+            except asyncio.TimeoutError:
+                emit(action, target, False, "timeout")
+            except Exception as error:  # noqa: BLE001 - every failure is reported, not raised
+                inner = leaf(error)
+                mcp = mcp_error(inner)
+                if mcp is not None:
+                    code, message, data = mcp
+                    emit(action, target, False, "mcp_error", code, message, data_reason(data))
+                else:
+                    emit(action, target, False, "transport", http_status(inner), describe(error))
+
+    asyncio.run(main())
