@@ -273,7 +273,6 @@ fn header(title: &str, cpu: bool) {
     println!();
 }
 
-
 /// `count` Checks from `STREAMS` callers, each sending the next as soon as the last is answered.
 async fn closed_count(channel: &Channel, calls: &[Call], count: usize) {
     let mut tasks = Vec::new();
@@ -281,7 +280,10 @@ async fn closed_count(channel: &Channel, calls: &[Call], count: usize) {
         let (channel, calls) = (channel.clone(), calls.to_vec());
         tasks.push(tokio::spawn(async move {
             for i in (stream..count).step_by(STREAMS) {
-                assert!(answered(&channel, &calls[i % calls.len()]).await, "a wrong answer");
+                assert!(
+                    answered(&channel, &calls[i % calls.len()]).await,
+                    "a wrong answer"
+                );
             }
         }));
     }
@@ -396,7 +398,11 @@ async fn until_serving(process: &mut Process, probe: &Bytes) -> Option<Instant> 
         {
             return Some(Instant::now());
         }
-        assert!(Instant::now() < deadline, "no decision from {}", process.addr);
+        assert!(
+            Instant::now() < deadline,
+            "no decision from {}",
+            process.addr
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -573,7 +579,9 @@ async fn main() {
         .unwrap_or(3.0);
     let verbose = args.iter().any(|a| a == "--verbose");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
+    // `--no-build`: measure the binaries in place (e.g. an earlier build copied there).
+    let no_build = args.iter().any(|a| a == "--no-build");
+    let built = Command::new(if no_build { "true" } else { &cargo })
         .current_dir(root())
         .args([
             "build",
@@ -773,7 +781,11 @@ async fn main() {
         ),
         false,
     );
-    row(AUDIT_ON, &side_by_side[0], servers[on].process.peak_rss_mib());
+    row(
+        AUDIT_ON,
+        &side_by_side[0],
+        servers[on].process.peak_rss_mib(),
+    );
     row(DEAD, &side_by_side[1], dead_otlp.peak_rss_mib());
 
     println!(
@@ -872,7 +884,10 @@ async fn callgrind(small_dir: &Path, count: usize) {
         "instructions per Check under callgrind ({count} Checks from {STREAMS} streams after a warm-up; user space only)"
     );
     let setups = [
-        (AUDIT_OFF, Setup::new("audit-off", small_dir).env("RUST_LOG", "warn")),
+        (
+            AUDIT_OFF,
+            Setup::new("audit-off", small_dir).env("RUST_LOG", "warn"),
+        ),
         (AUDIT_ON, Setup::new("audit-on", small_dir)),
         (
             OTLP_SINK,
@@ -882,7 +897,9 @@ async fn callgrind(small_dir: &Path, count: usize) {
         ),
     ];
     let mut floor = None;
-    for (name, setup) in std::iter::once((FLOOR, None)).chain(setups.into_iter().map(|(n, s)| (n, Some(s)))) {
+    for (name, setup) in
+        std::iter::once((FLOOR, None)).chain(setups.into_iter().map(|(n, s)| (n, Some(s))))
+    {
         let label = setup.as_ref().map_or("floor", |s| s.name).to_string();
         let mut process = match setup {
             None => spawn_floor(&wrapper(&label)),
@@ -899,13 +916,17 @@ async fn callgrind(small_dir: &Path, count: usize) {
         let channel = connect(&process.addr).await;
         closed_count(&channel, &calls, count / 4).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
+        // callgrind_control is now and then interrupted: try again.
         let control = |flag: &str| {
-            let done = Command::new("callgrind_control")
-                .args([flag, &process.child.id().to_string()])
-                .stdout(Stdio::null())
-                .status()
-                .expect("callgrind_control");
-            assert!(done.success(), "callgrind_control {flag} failed");
+            let done = (0..5).any(|_| {
+                Command::new("callgrind_control")
+                    .args([flag, &process.child.id().to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            });
+            assert!(done, "callgrind_control {flag} failed");
         };
         control("--zero");
         closed_count(&channel, &calls, count).await;
@@ -914,7 +935,9 @@ async fn callgrind(small_dir: &Path, count: usize) {
         control("--dump");
         let total = newest_total(&dir, &label);
         let per_check = total / count as f64;
-        let versus = floor.map_or(String::new(), |f: f64| format!("  ({:+.0} over the floor)", per_check - f));
+        let versus = floor.map_or(String::new(), |f: f64| {
+            format!("  ({:+.0} over the floor)", per_check - f)
+        });
         if label == "floor" {
             floor = Some(per_check);
         }
