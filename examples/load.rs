@@ -24,7 +24,8 @@
 //!
 //! Run from the repository root: `cargo run --release --example load` (add `-- --seconds N` to
 //! change each closed-loop phase's length, default 3, and `--verbose` to see every round's
-//! figures). It builds the release binaries it needs.
+//! figures). It builds the release binaries it needs (`--no-build` measures those in place, e.g.
+//! an earlier build copied into `target/release` to compare two).
 //!
 //! `-- --callgrind N` instead counts instructions per Check under `valgrind --tool=callgrind`
 //! (repeatable on a noisy machine): for the floor and mcp-authz with the audit trail off, on
