@@ -79,17 +79,26 @@ struct Line<'a> {
 impl Line<'_> {
     fn start(&mut self, time: &Micros) {
         let out = &mut *self.out;
-        let _ = match (self.format.json, self.format.ansi) {
-            (true, _) => write!(
-                out,
-                r#"{{"timestamp":"{time}","level":"INFO","message":"decision""#
-            ),
-            (false, false) => write!(out, "{time}  INFO {AUDIT_TARGET}: decision"),
-            (false, true) => write!(
-                out,
-                "\x1b[2m{time}\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2m{AUDIT_TARGET}\x1b[0m\x1b[2m:\x1b[0m decision"
-            ),
-        };
+        match (self.format.json, self.format.ansi) {
+            (true, _) => {
+                out.extend_from_slice(br#"{"timestamp":""#);
+                time.0.write_micros(out);
+                out.extend_from_slice(br#"","level":"INFO","message":"decision""#);
+            }
+            (false, false) => {
+                time.0.write_micros(out);
+                out.extend_from_slice(b"  INFO ");
+                out.extend_from_slice(AUDIT_TARGET.as_bytes());
+                out.extend_from_slice(b": decision");
+            }
+            (false, true) => {
+                out.extend_from_slice(b"\x1b[2m");
+                time.0.write_micros(out);
+                out.extend_from_slice(b"\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2m");
+                out.extend_from_slice(AUDIT_TARGET.as_bytes());
+                out.extend_from_slice(b"\x1b[0m\x1b[2m:\x1b[0m decision");
+            }
+        }
     }
 
     fn name(&mut self, name: &str) {
@@ -135,40 +144,56 @@ impl Line<'_> {
 
     fn end(self) {
         if self.format.json {
-            let _ = write!(self.out, r#","target":"{AUDIT_TARGET}"}}"#);
+            self.out.extend_from_slice(br#","target":""#);
+            self.out.extend_from_slice(AUDIT_TARGET.as_bytes());
+            self.out.extend_from_slice(br#""}"#);
         }
         self.out.push(b'\n');
     }
 }
 
 /// Escapes quotes, backslashes and control characters: JSON's way, or Rust's (as `tracing`
-/// writes string fields) for text.
+/// writes string fields) for text. Runs of bytes that need no escape are copied whole.
 fn escape(text: &str, json: bool, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
     let mut clean = 0;
-    for (i, b) in text.bytes().enumerate() {
-        let escaped: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f | 0x7f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&text.as_bytes()[clean..i]);
+    for (i, &b) in bytes.iter().enumerate() {
+        if !ESCAPED[b as usize] {
+            continue;
+        }
+        out.extend_from_slice(&bytes[clean..i]);
         clean = i + 1;
-        if escaped.is_empty() {
-            let _ = if json {
-                write!(out, "\\u{b:04x}")
-            } else {
-                write!(out, "\\u{{{b:x}}}")
-            };
-        } else {
-            out.extend_from_slice(escaped);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                let _ = if json {
+                    write!(out, "\\u{b:04x}")
+                } else {
+                    write!(out, "\\u{{{b:x}}}")
+                };
+            }
         }
     }
-    out.extend_from_slice(&text.as_bytes()[clean..]);
+    out.extend_from_slice(&bytes[clean..]);
 }
+
+/// The bytes [`escape`] rewrites: quotes, backslashes and control characters.
+const ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0x7f] = true;
+    table
+};
 
 #[cfg(test)]
 mod tests {

@@ -156,6 +156,32 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Appends `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, microseconds), as [`Micros`] displays it,
+    /// digit by digit: the audit trail writes one per line.
+    pub fn write_micros(self, out: &mut Vec<u8>) {
+        let secs = self.0.div_euclid(1_000_000_000) as i64;
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+        let s = secs.rem_euclid(86_400);
+        let micros = (self.0.rem_euclid(1_000_000_000) / 1000) as u32;
+        let mut text = *b"0000-00-00T00:00:00.000000Z";
+        let mut digits = |at: usize, width: usize, mut value: u32| {
+            for i in (at..at + width).rev() {
+                text[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        digits(0, 4, y.clamp(0, 9999) as u32);
+        digits(5, 2, m as u32);
+        digits(8, 2, d as u32);
+        digits(11, 2, (s / 3600) as u32);
+        digits(14, 2, (s / 60 % 60) as u32);
+        digits(17, 2, (s % 60) as u32);
+        digits(20, 6, micros);
+        out.extend_from_slice(&text);
+    }
+}
+
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC, with a fraction only when there is one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -195,6 +221,24 @@ mod tests {
             Micros(ts("1969-12-31T23:59:59Z")).to_string(),
             "1969-12-31T23:59:59.000000Z"
         );
+    }
+
+    #[test]
+    fn micros_written_by_hand_match_their_display() {
+        for text in [
+            "2026-11-26T12:55:45.8272259Z",
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999Z",
+            "2024-02-29T23:59:59.000001Z",
+            "9999-12-31T23:59:59.5Z",
+        ] {
+            let mut out = Vec::new();
+            ts(text).write_micros(&mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                Micros(ts(text)).to_string()
+            );
+        }
     }
 
     #[test]
