@@ -8,7 +8,7 @@
 use std::io::Write;
 
 use crate::logging::AUDIT_TARGET;
-use crate::telemetry::{AuditRecord, RequestText};
+use crate::telemetry::{AuditRecord, RequestText, line_key as key};
 use crate::time::{Micros, Timestamp};
 
 /// How lines look: text (optionally coloured for a terminal) or one JSON object each.
@@ -22,51 +22,51 @@ pub struct LineFormat {
 pub fn write(record: &AuditRecord, format: LineFormat, out: &mut Vec<u8>) {
     let mut line = Line { out, format };
     line.start(&Micros(Timestamp::from_system(record.ended)));
-    line.string("decision", record.decision.as_str());
-    line.string("reason", record.reason.as_str());
+    line.string(key::DECISION, record.decision.as_str());
+    line.string(key::REASON, record.reason.as_str());
     line.raw(
-        "would_deny",
+        key::WOULD_DENY,
         if record.would_deny { "true" } else { "false" },
     );
-    line.string("mode", record.mode.as_str());
-    line.name("status_code");
+    line.string(key::MODE, record.mode.as_str());
+    line.name(key::STATUS_CODE);
     let _ = write!(line.out, "{}", record.status_code);
     if let Some(server) = &record.server {
-        line.string("server", &server.full);
+        line.string(key::SERVER, &server.full);
     }
-    line.optional("grant", record.grant.as_deref());
-    line.optional("session", record.session.as_deref());
-    for (name, which) in [
-        ("human", RequestText::Human),
-        ("agent", RequestText::Agent),
-        ("team", RequestText::Team),
-        ("session_id", RequestText::SessionId),
-        ("method", RequestText::Method),
-        ("tool", RequestText::Tool),
-        ("request_id", RequestText::RequestId),
-        ("http_method", RequestText::HttpMethod),
-        ("path", RequestText::Path),
-    ] {
-        line.optional(name, record.text(which));
+    line.optional(key::GRANT, record.grant.as_deref());
+    line.optional(key::SESSION, record.session.as_deref());
+    for which in RequestText::ALL {
+        line.optional(which.line_key(), record.text(which));
     }
     line.optional(
-        "required_trust",
+        key::REQUIRED_TRUST,
         record.required_trust().map(|t| t.as_str()),
     );
     if let Some(trust) = record.trust {
-        line.string("admin_trust", trust.admin.as_str());
-        line.string("consented_trust", trust.consented.as_str());
-        line.string("effective_trust", trust.effective.as_str());
+        line.string(key::ADMIN_TRUST, trust.admin.as_str());
+        line.string(key::CONSENTED_TRUST, trust.consented.as_str());
+        line.string(key::EFFECTIVE_TRUST, trust.effective.as_str());
     }
     if let Some(tool) = record.tool {
         line.string(
-            "required_side_effect",
+            key::REQUIRED_SIDE_EFFECT,
             tool.side_effect.map_or("", |e| e.as_str()),
         );
-        line.optional("risk_level", tool.risk_level.map(|r| r.as_str()));
+        line.optional(key::RISK_LEVEL, tool.risk_level.map(|r| r.as_str()));
     }
-    line.optional("policy_version", record.policy_version.as_deref());
-    line.string("policy_revision", record.revision.as_deref().unwrap_or(""));
+    line.optional(key::POLICY_VERSION, record.policy_version.as_deref());
+    line.string(
+        key::POLICY_REVISION,
+        record.revision.as_deref().unwrap_or(""),
+    );
+    line.name(key::SAMPLE_RATE);
+    let _ = write!(line.out, "{}", record.sample_rate);
+    line.string(key::TRACE_ID, &record.ids.trace_hex());
+    line.string(
+        key::START_TIME,
+        &Micros(Timestamp::from_system(record.started)).to_string(),
+    );
     line.end();
 }
 

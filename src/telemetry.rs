@@ -23,9 +23,9 @@ use opentelemetry_sdk::trace::{
 use prometheus_client::metrics::counter::Counter;
 
 use crate::audit_line::{self, LineFormat};
-use crate::decision::{Decision, Reason, ToolFacts, TrustFigures, Verdict};
+use crate::decision::{CallInfo, Decision, Reason, ToolFacts, TrustFigures, Verdict};
 use crate::logging::{AUDIT_TARGET, Output};
-use crate::policy::{Mode, ObjectKey, Text, Trust};
+use crate::policy::{AuthMode, Mode, ObjectKey, Primitive, Text, Trust};
 use crate::request::CheckInput;
 use crate::settings::OtlpProtocol;
 
@@ -65,16 +65,46 @@ pub mod attr {
     pub const ENDUSER_ID: &str = "enduser.id";
     pub const AGENT_ID: &str = "mcp.subject.agent_id";
     pub const TEAM_ID: &str = "mcp.subject.team_id";
+    /// The MCPAgentSession id as sent (mtls: the session's name).
+    pub const AUTHZ_SESSION_ID: &str = "mcp.authz.session_id";
+    /// The MCP transport session: the `mcp-session-id` header (never an MCPAgentSession).
     pub const SESSION_ID: &str = "mcp.session.id";
     pub const METHOD_NAME: &str = "mcp.method.name";
     pub const TOOL_NAME: &str = "gen_ai.tool.name";
+    pub const PROMPT_NAME: &str = "gen_ai.prompt.name";
+    pub const RESOURCE_URI: &str = "mcp.resource.uri";
     pub const REQUEST_ID: &str = "jsonrpc.request.id";
+    pub const PROTOCOL_VERSION: &str = "mcp.protocol.version";
+    pub const SAMPLE_RATE: &str = "mcp.authz.sample_rate";
     pub const HTTP_METHOD: &str = "http.request.method";
     pub const URL_PATH: &str = "url.path";
 }
 
+/// A span's place in a trace as plain ids: the trace and the span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+impl SpanIds {
+    /// Fresh random ids (a new trace), as OpenTelemetry's SDK makes them.
+    pub fn random() -> Self {
+        let ids = RandomIdGenerator::default();
+        SpanIds {
+            trace_id: ids.new_trace_id().to_bytes(),
+            span_id: ids.new_span_id().to_bytes(),
+        }
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_hex(&self) -> String {
+        TraceId::from_bytes(self.trace_id).to_string()
+    }
+}
+
 /// A W3C `traceparent`: `version-traceid-spanid-flags`. Invalid → `None`.
-pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
+pub fn parse_traceparent(value: &str) -> Option<SpanIds> {
     let value = value.trim();
     let mut parts = value.splitn(5, '-');
     let version = parts.next()?;
@@ -97,23 +127,20 @@ pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
     if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
         return None;
     }
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    Some(SpanContext::new(
-        trace_id,
-        span_id,
-        TraceFlags::new(flags),
-        true,
-        TraceState::default(),
-    ))
+    // The sampled flag is read and ignored: audit spans are recorded whatever it says.
+    Some(SpanIds {
+        trace_id: trace_id.to_bytes(),
+        span_id: span_id.to_bytes(),
+    })
 }
 
 /// The parent: the Check call's own `traceparent`, then the checked request's, then
 /// `params._meta.traceparent` of the deciding message; the first valid one wins.
-pub fn parent_context(
+pub fn parent_ids(
     grpc_traceparent: Option<&str>,
     input: &CheckInput,
-    decision: &Decision,
-) -> Option<SpanContext> {
+    call: Option<&CallInfo>,
+) -> Option<SpanIds> {
     grpc_traceparent
         .and_then(parse_traceparent)
         .or_else(|| {
@@ -124,33 +151,163 @@ pub fn parent_context(
                 .and_then(parse_traceparent)
         })
         .or_else(|| {
-            decision
-                .call
-                .as_ref()
-                .and_then(|c| c.traceparent.as_deref())
+            call.and_then(|c| c.traceparent.as_deref())
                 .and_then(parse_traceparent)
         })
 }
 
-/// The request's strings an audit record reports.
+/// Whether an allowed decision is kept at `ratio` (SPEC §4b): the trace id's last 7 bytes,
+/// read as a big-endian 56-bit number, are below `ratio` × 2^56. So every Check of a trace is
+/// kept or dropped alike, on every replica.
+pub fn keeps_allowed(ratio: f64, trace_id: &[u8; 16]) -> bool {
+    let mut low = [0u8; 8];
+    low[1..].copy_from_slice(&trace_id[9..]);
+    let value = u64::from_be_bytes(low);
+    // ratio × 2^56 is exact in f64 for every ratio; `as` saturates (1 → 2^56, keeps all).
+    let threshold = (ratio.clamp(0.0, 1.0) * (1u64 << 56) as f64) as u64;
+    value < threshold
+}
+
+/// The sample rate a decision is recorded at, or `None` when `ratio` drops it: allowed
+/// decisions (not would-denies) are kept at `ratio`, denials and would-denies always (rate 1).
+pub fn sample_rate(ratio: f64, trace_id: &[u8; 16], decision: &Decision) -> Option<f64> {
+    let allowed = decision.applied() == Verdict::Allow && !decision.would_deny;
+    if !allowed || ratio >= 1.0 {
+        Some(1.0)
+    } else if keeps_allowed(ratio, trace_id) {
+        Some(ratio)
+    } else {
+        None
+    }
+}
+
+/// The request's strings an audit record reports, with their span attribute (SPEC §4) and their
+/// key in an audit line. [`RequestText::ALL`] lists each once, in the order they are reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestText {
     /// The caller's identity as resolved (the team may be the server's default).
     Human,
     Agent,
     Team,
-    /// The session id as sent (mtls: the session's name).
-    SessionId,
-    /// The deciding JSON-RPC element's method, tool name and id.
+    /// The MCPAgentSession id as sent (mtls: the session's name).
+    AgentSession,
+    /// The `mcp-session-id` header: MCP's transport session.
+    TransportSession,
+    /// The deciding JSON-RPC element's method, its target under its primitive, and its id.
     Method,
     Tool,
+    Prompt,
+    Resource,
     RequestId,
+    /// The `mcp-protocol-version` header, else the deciding element's `_meta` one.
+    ProtocolVersion,
     HttpMethod,
     Path,
+    /// The SPIFFE principal of an mtls server's caller (audit lines only).
+    Principal,
 }
 
 impl RequestText {
-    const COUNT: usize = 9;
+    /// Every request text once; the array's length is the count.
+    pub const ALL: [RequestText; 14] = [
+        RequestText::Human,
+        RequestText::Agent,
+        RequestText::Team,
+        RequestText::AgentSession,
+        RequestText::TransportSession,
+        RequestText::Method,
+        RequestText::Tool,
+        RequestText::Prompt,
+        RequestText::Resource,
+        RequestText::RequestId,
+        RequestText::ProtocolVersion,
+        RequestText::HttpMethod,
+        RequestText::Path,
+        RequestText::Principal,
+    ];
+    const COUNT: usize = RequestText::ALL.len();
+
+    /// The span attribute that carries it; `None` for what only lines carry.
+    pub fn attribute(self) -> Option<&'static str> {
+        Some(match self {
+            RequestText::Human => attr::ENDUSER_ID,
+            RequestText::Agent => attr::AGENT_ID,
+            RequestText::Team => attr::TEAM_ID,
+            RequestText::AgentSession => attr::AUTHZ_SESSION_ID,
+            RequestText::TransportSession => attr::SESSION_ID,
+            RequestText::Method => attr::METHOD_NAME,
+            RequestText::Tool => attr::TOOL_NAME,
+            RequestText::Prompt => attr::PROMPT_NAME,
+            RequestText::Resource => attr::RESOURCE_URI,
+            RequestText::RequestId => attr::REQUEST_ID,
+            RequestText::ProtocolVersion => attr::PROTOCOL_VERSION,
+            RequestText::HttpMethod => attr::HTTP_METHOD,
+            RequestText::Path => attr::URL_PATH,
+            RequestText::Principal => return None,
+        })
+    }
+
+    /// Its key in an audit line.
+    pub fn line_key(self) -> &'static str {
+        match self {
+            RequestText::Human => line_key::HUMAN,
+            RequestText::Agent => line_key::AGENT,
+            RequestText::Team => line_key::TEAM,
+            RequestText::AgentSession => line_key::AGENT_SESSION,
+            RequestText::TransportSession => line_key::TRANSPORT_SESSION,
+            RequestText::Method => line_key::METHOD,
+            RequestText::Tool => line_key::TOOL,
+            RequestText::Prompt => line_key::PROMPT,
+            RequestText::Resource => line_key::RESOURCE,
+            RequestText::RequestId => line_key::REQUEST_ID,
+            RequestText::ProtocolVersion => line_key::PROTOCOL_VERSION,
+            RequestText::HttpMethod => line_key::HTTP_METHOD,
+            RequestText::Path => line_key::PATH,
+            RequestText::Principal => line_key::PRINCIPAL,
+        }
+    }
+}
+
+/// The keys of an audit line: short names of the span's attributes, plus the trace id and the
+/// start time a span carries outside its attributes.
+pub mod line_key {
+    pub const DECISION: &str = "decision";
+    pub const REASON: &str = "reason";
+    pub const WOULD_DENY: &str = "would_deny";
+    pub const MODE: &str = "mode";
+    pub const STATUS_CODE: &str = "status_code";
+    pub const SERVER: &str = "server";
+    pub const GRANT: &str = "grant";
+    pub const SESSION: &str = "session";
+    pub const HUMAN: &str = "human";
+    pub const AGENT: &str = "agent";
+    pub const TEAM: &str = "team";
+    /// `mcp.authz.session_id`: the MCPAgentSession id as sent.
+    pub const AGENT_SESSION: &str = "session_id";
+    /// `mcp.session.id`: the transport session.
+    pub const TRANSPORT_SESSION: &str = "mcp_session_id";
+    pub const METHOD: &str = "method";
+    pub const TOOL: &str = "tool";
+    pub const PROMPT: &str = "prompt";
+    pub const RESOURCE: &str = "resource";
+    pub const REQUEST_ID: &str = "request_id";
+    pub const PROTOCOL_VERSION: &str = "protocol_version";
+    pub const HTTP_METHOD: &str = "http_method";
+    pub const PATH: &str = "path";
+    pub const PRINCIPAL: &str = "principal";
+    pub const REQUIRED_TRUST: &str = "required_trust";
+    pub const ADMIN_TRUST: &str = "admin_trust";
+    pub const CONSENTED_TRUST: &str = "consented_trust";
+    pub const EFFECTIVE_TRUST: &str = "effective_trust";
+    pub const REQUIRED_SIDE_EFFECT: &str = "required_side_effect";
+    pub const RISK_LEVEL: &str = "risk_level";
+    pub const POLICY_VERSION: &str = "policy_version";
+    pub const POLICY_REVISION: &str = "policy_revision";
+    pub const SAMPLE_RATE: &str = "sample_rate";
+    /// The trace the record's span belongs to (32 hex digits).
+    pub const TRACE_ID: &str = "trace_id";
+    /// When the Check started (the line's `timestamp` is when it ended).
+    pub const START_TIME: &str = "start_time";
 }
 
 /// [`RequestText`]s in one buffer: one allocation per Check whatever the request carries.
@@ -161,7 +318,7 @@ struct RequestTexts {
 }
 
 impl RequestTexts {
-    /// `values` in the order of [`RequestText`].
+    /// `values` in the order of [`RequestText::ALL`].
     fn new(values: [Option<&str>; RequestText::COUNT]) -> Self {
         let mut texts = RequestTexts {
             text: String::with_capacity(values.iter().flatten().map(|v| v.len()).sum()),
@@ -191,7 +348,12 @@ impl RequestTexts {
 pub struct AuditRecord {
     pub started: SystemTime,
     pub ended: SystemTime,
-    pub parent: Option<SpanContext>,
+    /// The record's own span, chosen when it was recorded: a child of `parent` when there is
+    /// one (same trace), else the root of a new trace.
+    pub ids: SpanIds,
+    pub parent: Option<SpanIds>,
+    /// The fraction of such decisions kept (SPEC §4b).
+    pub sample_rate: f64,
     /// The verdict applied.
     pub decision: Verdict,
     pub reason: Reason,
@@ -209,19 +371,65 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// The record of `decision` on `input`, with the times the Check started and ended.
+    /// The record of `decision` on `input`, with the times the Check started and ended, kept
+    /// at sample rate 1.
     pub fn new(
-        [started, ended]: [SystemTime; 2],
+        times: [SystemTime; 2],
         grpc_traceparent: Option<&str>,
         input: &CheckInput,
         decision: &Decision,
     ) -> Self {
+        let parent = parent_ids(grpc_traceparent, input, decision.call.as_ref());
+        Self::in_trace(times, parent, SpanIds::random(), 1.0, input, decision)
+    }
+
+    /// The record in its trace: its own `ids` (the parent's trace id when there is a parent).
+    fn in_trace(
+        [started, ended]: [SystemTime; 2],
+        parent: Option<SpanIds>,
+        ids: SpanIds,
+        sample_rate: f64,
+        input: &CheckInput,
+        decision: &Decision,
+    ) -> Self {
+        let ids = SpanIds {
+            trace_id: parent.map_or(ids.trace_id, |p| p.trace_id),
+            span_id: ids.span_id,
+        };
         let call = decision.call.as_ref();
         let caller = &decision.caller;
+        let server = decision.server;
+        let transport_session = input.headers.get("mcp-session-id");
+        let protocol_version = input.headers.get("mcp-protocol-version");
+        let principal = server
+            .filter(|s| s.server.auth.mode == AuthMode::Mtls)
+            .map(|_| input.principal);
+        let texts = RequestTexts::new(RequestText::ALL.map(|which| {
+            match which {
+                RequestText::Human => caller.human.as_deref(),
+                RequestText::Agent => caller.agent.as_deref(),
+                RequestText::Team => caller.team.as_deref(),
+                RequestText::AgentSession => decision.session_id.as_deref(),
+                RequestText::TransportSession => transport_session.as_deref(),
+                RequestText::Method => call.map(|c| c.method.as_ref()),
+                RequestText::Tool => call.and_then(|c| c.target_of(Primitive::Tool)),
+                RequestText::Prompt => call.and_then(|c| c.target_of(Primitive::Prompt)),
+                RequestText::Resource => call.and_then(|c| c.target_of(Primitive::Resource)),
+                RequestText::RequestId => call.and_then(|c| c.id.as_deref()),
+                RequestText::ProtocolVersion => protocol_version
+                    .as_deref()
+                    .or_else(|| call.and_then(|c| c.protocol_version.as_deref())),
+                RequestText::HttpMethod => Some(input.method),
+                RequestText::Path => Some(input.path_only()),
+                RequestText::Principal => principal,
+            }
+        }));
         AuditRecord {
             started,
             ended,
-            parent: parent_context(grpc_traceparent, input, decision),
+            ids,
+            parent,
+            sample_rate,
             decision: decision.applied(),
             reason: decision.reason,
             would_deny: decision.would_deny,
@@ -231,20 +439,10 @@ impl AuditRecord {
             policy_version: decision.policy_version.cloned(),
             grant: decision.grant.map(|g| Text::clone(&g.grant.key.full)),
             session: decision.session.map(|s| Text::clone(&s.session.key.full)),
-            server: decision.server.map(|s| s.server.key.clone()),
+            server: server.map(|s| s.server.key.clone()),
             tool: decision.tool,
             trust: decision.trust,
-            texts: RequestTexts::new([
-                caller.human.as_deref(),
-                caller.agent.as_deref(),
-                caller.team.as_deref(),
-                decision.session_id.as_deref(),
-                call.map(|c| c.method.as_ref()),
-                call.and_then(|c| c.target_of(crate::policy::Primitive::Tool)),
-                call.and_then(|c| c.id.as_deref()),
-                Some(input.method),
-                Some(input.path_only()),
-            ]),
+            texts,
         }
     }
 
@@ -260,7 +458,7 @@ impl AuditRecord {
 
     /// The span's attributes (SPEC §4).
     pub fn attributes(&self) -> Vec<KeyValue> {
-        let mut out = Vec::with_capacity(28);
+        let mut out = Vec::with_capacity(32);
         let mut add = |key: &'static str, value: Value| out.push(KeyValue::new(key, value));
         let shared = |text: &Text| Value::from(Text::clone(text));
         add(attr::DECISION, self.decision.as_str().into());
@@ -303,43 +501,29 @@ impl AuditRecord {
             add(attr::SERVER_NAME, shared(&server.name));
             add(attr::SERVER_NAMESPACE, shared(&server.namespace));
         }
-        for (key, which) in [
-            (attr::ENDUSER_ID, RequestText::Human),
-            (attr::AGENT_ID, RequestText::Agent),
-            (attr::TEAM_ID, RequestText::Team),
-            (attr::SESSION_ID, RequestText::SessionId),
-            (attr::METHOD_NAME, RequestText::Method),
-            (attr::TOOL_NAME, RequestText::Tool),
-            (attr::REQUEST_ID, RequestText::RequestId),
-            (attr::HTTP_METHOD, RequestText::HttpMethod),
-            (attr::URL_PATH, RequestText::Path),
-        ] {
-            if let Some(text) = self.text(which) {
+        for which in RequestText::ALL {
+            if let (Some(key), Some(text)) = (which.attribute(), self.text(which)) {
                 add(key, text.to_string().into());
             }
         }
+        add(attr::SAMPLE_RATE, self.sample_rate.into());
         out
     }
 
     /// The span: a child of the parent when there is one, else the root of a new trace.
-    pub fn into_span(self, ids: &RandomIdGenerator) -> SpanData {
-        let trace_id = self
-            .parent
-            .as_ref()
-            .map_or_else(|| ids.new_trace_id(), |p| p.trace_id());
+    pub fn into_span(self) -> SpanData {
         SpanData {
             // Audit spans are exported whatever the parent's sampled flag says.
             span_context: SpanContext::new(
-                trace_id,
-                ids.new_span_id(),
+                TraceId::from_bytes(self.ids.trace_id),
+                SpanId::from_bytes(self.ids.span_id),
                 TraceFlags::SAMPLED,
                 false,
                 TraceState::default(),
             ),
             parent_span_id: self
                 .parent
-                .as_ref()
-                .map_or(SpanId::INVALID, |p| p.span_id()),
+                .map_or(SpanId::INVALID, |p| SpanId::from_bytes(p.span_id)),
             parent_span_is_remote: self.parent.is_some(),
             span_kind: SpanKind::Server,
             name: SPAN_NAME.into(),
@@ -361,6 +545,8 @@ pub struct Audit {
     queue: SyncSender<AuditRecord>,
     /// Records dropped because the queue was full (`mcp_authz_spans_dropped_total`).
     dropped: Counter,
+    /// `--audit-allowed`: the fraction of allowed decisions kept (SPEC §4b).
+    allowed_ratio: f64,
 }
 
 impl Audit {
@@ -391,11 +577,26 @@ impl Audit {
             stop,
             thread: Some(thread),
         };
-        Ok((Audit { queue, dropped }, worker))
+        Ok((
+            Audit {
+                queue,
+                dropped,
+                allowed_ratio: 1.0,
+            },
+            worker,
+        ))
     }
 
-    /// Records one Check. Never blocks, never formats and never wakes the worker: the worker
-    /// polls the queue.
+    /// Keeps `ratio` (0 to 1) of the allowed decisions, every denial and would-deny.
+    pub fn keeping_allowed(self, ratio: f64) -> Self {
+        Audit {
+            allowed_ratio: ratio.clamp(0.0, 1.0),
+            ..self
+        }
+    }
+
+    /// Records one Check, unless `--audit-allowed` leaves it out. Never blocks, never formats
+    /// and never wakes the worker: the worker polls the queue.
     pub fn record(
         &self,
         times: [SystemTime; 2],
@@ -403,7 +604,14 @@ impl Audit {
         input: &CheckInput,
         decision: &Decision,
     ) {
-        let record = AuditRecord::new(times, grpc_traceparent, input, decision);
+        // The trace is settled first: whether the record is kept depends on its id.
+        let parent = parent_ids(grpc_traceparent, input, decision.call.as_ref());
+        let ids = SpanIds::random();
+        let trace_id = parent.map_or(ids.trace_id, |p| p.trace_id);
+        let Some(rate) = sample_rate(self.allowed_ratio, &trace_id, decision) else {
+            return;
+        };
+        let record = AuditRecord::in_trace(times, parent, ids, rate, input, decision);
         if self.queue.try_send(record).is_err() {
             self.dropped.inc();
         }
@@ -602,7 +810,14 @@ impl AuditWorker {
             stop,
             thread: Some(thread),
         };
-        Ok((Audit { queue, dropped }, worker))
+        Ok((
+            Audit {
+                queue,
+                dropped,
+                allowed_ratio: 1.0,
+            },
+            worker,
+        ))
     }
 
     /// Exports or writes what is queued (call it once no Check is left), then stops.
@@ -651,7 +866,6 @@ async fn export_loop(
     exporter: &opentelemetry_otlp::SpanExporter,
     mut reporter: Reporter,
 ) {
-    let ids = RandomIdGenerator::default();
     let mut batch = Vec::new();
     // After a failure: when to probe again, and the pause taken.
     let mut retry: Option<(Instant, Duration)> = None;
@@ -661,7 +875,7 @@ async fn export_loop(
             let probing = retry.is_some() && !stopping;
             let closed = drain(queue, &mut batch, if probing { PROBE } else { usize::MAX });
             if !batch.is_empty() {
-                match export(exporter, &ids, &mut batch, &mut reporter).await {
+                match export(exporter, &mut batch, &mut reporter).await {
                     Ok(()) => {
                         if retry.take().is_some() {
                             tracing::info!("exporting audit spans again");
@@ -693,14 +907,13 @@ async fn export_loop(
 /// Spans not exported are counted in `reporter`.
 async fn export(
     exporter: &opentelemetry_otlp::SpanExporter,
-    ids: &RandomIdGenerator,
     batch: &mut Vec<AuditRecord>,
     reporter: &mut Reporter,
 ) -> Result<(), String> {
     while !batch.is_empty() {
         let rest = batch.split_off(batch.len().min(MAX_BATCH));
         let records = std::mem::replace(batch, rest);
-        let spans: Vec<SpanData> = records.into_iter().map(|r| r.into_span(ids)).collect();
+        let spans: Vec<SpanData> = records.into_iter().map(AuditRecord::into_span).collect();
         let count = spans.len() as u64;
         let failure = match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await {
             Ok(Ok(())) => continue,
@@ -722,15 +935,14 @@ mod tests {
     fn traceparents() {
         let ok =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(ok.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(
-            ok.trace_id().to_string(),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
+            SpanId::from_bytes(ok.span_id).to_string(),
+            "00f067aa0ba902b7"
         );
-        assert_eq!(ok.span_id().to_string(), "00f067aa0ba902b7");
-        assert!(ok.is_sampled());
         let unsampled =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
-        assert!(!unsampled.is_sampled());
+        assert_eq!(unsampled, ok);
         assert!(
             parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
                 .is_some()
@@ -750,12 +962,62 @@ mod tests {
         }
     }
 
+    /// A trace id whose last 7 bytes are `low` (big-endian).
+    fn trace(low: u64) -> [u8; 16] {
+        let mut id = [0xab; 16];
+        id[9..].copy_from_slice(&low.to_be_bytes()[1..]);
+        id
+    }
+
+    #[test]
+    fn allowed_decisions_are_kept_by_trace_id() {
+        let top = (1u64 << 56) - 1;
+        for low in [0, 1, 1 << 55, top] {
+            assert!(keeps_allowed(1.0, &trace(low)), "{low}");
+            assert!(!keeps_allowed(0.0, &trace(low)), "{low}");
+        }
+        assert!(keeps_allowed(0.5, &trace(0)));
+        assert!(keeps_allowed(0.5, &trace((1 << 55) - 1)));
+        assert!(!keeps_allowed(0.5, &trace(1 << 55)));
+        assert!(!keeps_allowed(0.5, &trace(top)));
+        // Only the last 7 bytes count: the first 9 are ignored.
+        let mut high = trace(1);
+        high[..9].copy_from_slice(&[0xff; 9]);
+        assert!(keeps_allowed(0.5, &high));
+    }
+
+    #[test]
+    fn denials_and_would_denies_are_always_kept() {
+        use crate::decision::{Reason, Verdict};
+        let dropped = trace((1u64 << 56) - 1);
+        let allowed = Decision::bare(Verdict::Allow, Reason::Allowed);
+        assert_eq!(sample_rate(1.0, &dropped, &allowed), Some(1.0));
+        assert_eq!(sample_rate(0.5, &dropped, &allowed), None);
+        assert_eq!(sample_rate(0.5, &trace(0), &allowed), Some(0.5));
+        assert_eq!(sample_rate(0.0, &trace(0), &allowed), None);
+        let denied = Decision::bare(Verdict::Deny, Reason::ToolDenied);
+        assert_eq!(sample_rate(0.0, &dropped, &denied), Some(1.0));
+        let would_deny = Decision {
+            would_deny: true,
+            ..Decision::bare(Verdict::Deny, Reason::ToolDenied)
+        };
+        assert_eq!(sample_rate(0.0, &dropped, &would_deny), Some(1.0));
+    }
+
+    #[test]
+    fn request_texts_are_listed_in_their_order() {
+        for (index, which) in RequestText::ALL.into_iter().enumerate() {
+            assert_eq!(which as usize, index, "{which:?}");
+        }
+    }
+
     #[test]
     fn a_full_queue_drops_and_counts() {
         let (queue, _records) = std::sync::mpsc::sync_channel(2);
         let audit = Audit {
             queue,
             dropped: Counter::default(),
+            allowed_ratio: 1.0,
         };
         let decision = Decision::bare(
             crate::decision::Verdict::Deny,

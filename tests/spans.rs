@@ -145,6 +145,7 @@ fn text(kv: &KeyValue) -> String {
         Some(Value::StringValue(s)) => s.clone(),
         Some(Value::BoolValue(b)) => b.to_string(),
         Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
         other => format!("{other:?}"),
     }
 }
@@ -222,6 +223,7 @@ async fn allow_deny_and_would_deny_spans_are_exact() {
         ("jsonrpc.request.id", "1"),
         ("http.request.method", "POST"),
         ("url.path", "/demo/mcp"),
+        ("mcp.authz.sample_rate", "1"),
     ];
     let with_common = |pairs: &[(&str, &str)]| {
         let mut all = expected(&common);
@@ -301,6 +303,132 @@ async fn allow_deny_and_would_deny_spans_are_exact() {
             ("gen_ai.tool.name", "upper"),
         ])
     );
+}
+
+/// A Check of `body` on the docs server (which governs prompts and resources) with `headers`.
+fn docs_call(headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    post("/docs/mcp", headers, body)
+}
+
+/// A prompt, a resource, a tool call and an initialize on the docs server, with request ids
+/// 11, "r-2", 3 and 4.
+fn docs_calls() -> Vec<(Vec<(&'static str, &'static str)>, String)> {
+    let bot = ("x-mcp-agent-id", "reader-bot");
+    let transport = ("mcp-session-id", "transport-9");
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2025-06-18"}"#;
+    vec![
+        (
+            vec![bot],
+            format!(
+                r#"{{"jsonrpc":"2.0","id":11,"method":"prompts/get","params":{{"name":"summarize",{meta}}}}}"#
+            ),
+        ),
+        (
+            vec![bot, transport, ("mcp-protocol-version", "2025-11-25")],
+            format!(
+                r#"{{"jsonrpc":"2.0","id":"r-2","method":"resources/read","params":{{"uri":"kb://handbook",{meta}}}}}"#
+            ),
+        ),
+        (
+            vec![bot],
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"search"}}"#
+                .to_string(),
+        ),
+        (
+            vec![
+                ("x-mcp-human-id", "alice"),
+                bot,
+                ("x-mcp-team-id", "support"),
+                ("x-mcp-agent-session", "s-42"),
+                transport,
+            ],
+            r#"{"jsonrpc":"2.0","id":4,"method":"initialize","params":{}}"#.to_string(),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_resource_tool_and_initialize_spans_name_their_target_and_caller() {
+    let (endpoint, spans) = grpc_collector().await;
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--otlp-endpoint", &endpoint],
+    );
+    let channel = server.channel().await;
+    let calls = docs_calls();
+    for (headers, body) in &calls {
+        check_raw(&channel, docs_call(headers, body)).await.unwrap();
+    }
+    let received = wait_spans(&spans, calls.len()).await;
+    assert_eq!(received.len(), calls.len());
+    let by_id = |id: &str| {
+        received
+            .iter()
+            .map(|r| attributes(&r.span))
+            .find(|a| a.get("jsonrpc.request.id").map(String::as_str) == Some(id))
+            .unwrap_or_else(|| panic!("no span for request {id}"))
+    };
+    let targets = ["gen_ai.tool.name", "gen_ai.prompt.name", "mcp.resource.uri"];
+    let only = |attributes: &BTreeMap<String, String>, key: &str, value: &str| {
+        assert_eq!(
+            attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+        for other in targets.iter().filter(|t| **t != key) {
+            assert!(
+                !attributes.contains_key(*other),
+                "{other} in {attributes:?}"
+            );
+        }
+    };
+
+    let prompt = by_id("11");
+    only(&prompt, "gen_ai.prompt.name", "summarize");
+    assert_eq!(prompt["mcp.method.name"], "prompts/get");
+    assert_eq!(prompt["mcp.authz.reason"], "allowed");
+    assert_eq!(prompt["mcp.protocol.version"], "2025-06-18", "from _meta");
+    assert_eq!(prompt["mcp.subject.agent_id"], "reader-bot");
+    assert!(!prompt.contains_key("mcp.session.id"));
+
+    let resource = by_id("r-2");
+    only(&resource, "mcp.resource.uri", "kb://handbook");
+    assert_eq!(resource["mcp.method.name"], "resources/read");
+    assert_eq!(
+        resource["mcp.protocol.version"], "2025-11-25",
+        "the header first"
+    );
+    assert_eq!(resource["mcp.session.id"], "transport-9");
+    assert!(!resource.contains_key("mcp.authz.session_id"));
+
+    let tool = by_id("3");
+    only(&tool, "gen_ai.tool.name", "search");
+    assert!(!tool.contains_key("mcp.protocol.version"));
+
+    // initialize needs no identity, and its caller is recorded all the same.
+    let initialize = by_id("4");
+    for (key, value) in [
+        ("mcp.method.name", "initialize"),
+        ("mcp.authz.decision", "allow"),
+        ("enduser.id", "alice"),
+        ("mcp.subject.agent_id", "reader-bot"),
+        ("mcp.subject.team_id", "support"),
+        ("mcp.authz.session_id", "s-42"),
+        ("mcp.session.id", "transport-9"),
+        ("mcp.server.name", "docs"),
+    ] {
+        assert_eq!(
+            initialize.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    for attributes in [prompt, resource, tool, initialize] {
+        assert_eq!(attributes["mcp.authz.sample_rate"], "1");
+        for target in targets {
+            assert_ne!(attributes.get(target).map(String::as_str), Some(""));
+        }
+    }
 }
 
 const GRPC_PARENT: &str = "00-11111111111111111111111111111111-1111111111111111-01";
@@ -577,5 +705,64 @@ async fn without_an_endpoint_each_decision_is_one_log_line() {
         } else {
             assert!(line.contains("would_deny=true"), "{line}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lines_carry_what_spans_do() {
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--log-format", "json"],
+    );
+    let channel = server.channel().await;
+    let calls = docs_calls();
+    let parent = "00-5555555555555555555555555555aaaa-5555555555555555-01";
+    for (i, (headers, body)) in calls.iter().enumerate() {
+        let metadata: Vec<(&'static str, &str)> = if i == 2 {
+            vec![("traceparent", parent)]
+        } else {
+            vec![]
+        };
+        check_with_metadata(&channel, docs_call(headers, body), &metadata)
+            .await
+            .unwrap();
+    }
+    assert!(server.wait_log(r#""request_id":"4""#, 1, Duration::from_secs(5)));
+    let line = |id: &str| -> serde_json::Value {
+        let line = server
+            .find_log(&format!(r#""request_id":"{id}""#))
+            .unwrap_or_else(|| panic!("no line for request {id}"));
+        serde_json::from_str(&line).unwrap()
+    };
+    let prompt = line("11");
+    assert_eq!(prompt["prompt"], "summarize");
+    assert_eq!(prompt["protocol_version"], "2025-06-18");
+    assert!(prompt.get("tool").is_none() && prompt.get("resource").is_none());
+    let resource = line("r-2");
+    assert_eq!(resource["resource"], "kb://handbook");
+    assert_eq!(resource["protocol_version"], "2025-11-25");
+    assert_eq!(resource["mcp_session_id"], "transport-9");
+    assert!(resource.get("tool").is_none() && resource.get("prompt").is_none());
+    let tool = line("3");
+    assert_eq!(tool["tool"], "search");
+    assert_eq!(tool["trace_id"], "5555555555555555555555555555aaaa");
+    let initialize = line("4");
+    for (key, value) in [
+        ("method", "initialize"),
+        ("human", "alice"),
+        ("agent", "reader-bot"),
+        ("team", "support"),
+        ("session_id", "s-42"),
+        ("mcp_session_id", "transport-9"),
+    ] {
+        assert_eq!(initialize[key], value, "{key}");
+    }
+    for json in [prompt, resource, tool, initialize] {
+        assert_eq!(json["sample_rate"], 1, "{json}");
+        assert_eq!(json["trace_id"].as_str().map(str::len), Some(32), "{json}");
+        let start = json["start_time"].as_str().unwrap();
+        let end = json["timestamp"].as_str().unwrap();
+        assert!(start <= end, "{start} then {end}");
+        assert!(json.get("principal").is_none(), "header auth: {json}");
     }
 }
