@@ -297,13 +297,19 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
             (audit, Some(worker))
         }
     };
+    if args.audit_allowed < 1.0 {
+        tracing::info!(
+            ratio = args.audit_allowed,
+            "keeping this fraction of allowed decisions in the audit trail"
+        );
+    }
     let context = CheckContext {
         store: Arc::clone(&store),
         options: Options {
             mode: args.mode.into(),
             max_body_bytes: args.max_body_bytes,
         },
-        audit,
+        audit: audit.keeping_allowed(args.audit_allowed),
         metrics: Arc::clone(&metrics),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -766,3 +766,151 @@ async fn audit_lines_carry_what_spans_do() {
         assert!(json.get("principal").is_none(), "header auth: {json}");
     }
 }
+
+/// A tools/call of `echo` (allowed for h1/a1) in the trace of `traceparent`.
+fn echo_in_trace(id: &str, traceparent: &str) -> Vec<u8> {
+    let headers = [
+        ("x-mcp-human-id", "h1"),
+        ("x-mcp-agent-id", "a1"),
+        ("traceparent", traceparent),
+    ];
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"echo"}}}}"#
+    );
+    post("/demo/mcp", &headers, &body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_allowed_zero_keeps_every_denial_and_would_deny_and_no_allow() {
+    let (endpoint, spans) = grpc_collector().await;
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--audit-allowed",
+            "0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let channel = server.channel().await;
+    for _ in 0..20 {
+        check_raw(&channel, vector("04-echo-allowed.bin"))
+            .await
+            .unwrap();
+    }
+    check_raw(
+        &channel,
+        vector("06-destructive-not-in-allowed-side-effects.bin"),
+    )
+    .await
+    .unwrap();
+    // The would-deny comes last: records are exported in order, so once it arrived every
+    // record before it would have.
+    check_raw(&channel, vector("12-monitor-grant-trust-too-low.bin"))
+        .await
+        .unwrap();
+    let received = wait_spans(&spans, 2).await;
+    let kept: Vec<_> = received.iter().map(|r| attributes(&r.span)).collect();
+    let reasons: Vec<&str> = kept
+        .iter()
+        .map(|a| a["mcp.authz.reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["side_effect_not_allowed", "trust_too_low"]);
+    assert!(kept.iter().all(|a| a["mcp.authz.sample_rate"] == "1"));
+    // Metrics count every decision, kept or not.
+    let (_, metrics) = common::http_get(&common::admin_addr(&server), "/metrics");
+    let allowed = r#"mcp_authz_decisions_total{server="mcp-servers/demo",decision="allow",reason="allowed",mode="enforce"} 20"#;
+    assert!(metrics.contains(allowed), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_allowed_keeps_or_drops_the_checks_of_a_trace_together() {
+    let (endpoint, spans) = grpc_collector().await;
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--otlp-endpoint", &endpoint, "--audit-allowed", "0.5"],
+    );
+    let channel = server.channel().await;
+    // Last 7 bytes 0x00…01 < 2^55: kept; 0xff…ff ≥ 2^55: dropped.
+    let kept = "00-0123456789abcdef0100000000000001-1111111111111111-01";
+    let dropped = "00-0123456789abcdef01ffffffffffffff-2222222222222222-01";
+    for i in 0..3 {
+        for (name, parent) in [("kept", kept), ("dropped", dropped)] {
+            check_raw(&channel, echo_in_trace(&format!("{name}-{i}"), parent))
+                .await
+                .unwrap();
+        }
+    }
+    // A denial in the dropped trace is kept all the same, and comes last.
+    let headers = [("x-mcp-agent-id", "a1"), ("traceparent", dropped)];
+    let body =
+        r#"{"jsonrpc":"2.0","id":"denied","method":"tools/call","params":{"name":"delete_row"}}"#;
+    check_raw(&channel, post("/demo/mcp", &headers, body))
+        .await
+        .unwrap();
+    let received = wait_spans(&spans, 4).await;
+    let mut ids: Vec<(String, String, String)> = received
+        .iter()
+        .map(|r| {
+            let a = attributes(&r.span);
+            (
+                a["jsonrpc.request.id"].clone(),
+                hex(&r.span.trace_id),
+                a["mcp.authz.sample_rate"].clone(),
+            )
+        })
+        .collect();
+    ids.sort();
+    let trace = |t: &str| t.split('-').nth(1).unwrap().to_string();
+    let want = |id: &str, t: &str, rate: &str| (id.to_string(), trace(t), rate.to_string());
+    assert_eq!(
+        ids,
+        [
+            want("denied", dropped, "1"),
+            want("kept-0", kept, "0.5"),
+            want("kept-1", kept, "0.5"),
+            want("kept-2", kept, "0.5"),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_allowed_one_keeps_every_line_and_invalid_ratios_are_refused() {
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--log-format", "json", "--audit-allowed", "1"],
+    );
+    let channel = server.channel().await;
+    for _ in 0..10 {
+        check_raw(&channel, vector("04-echo-allowed.bin"))
+            .await
+            .unwrap();
+    }
+    assert!(server.wait_log(r#""message":"decision""#, 10, Duration::from_secs(5)));
+    let line = server.find_log(r#""message":"decision""#).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["sample_rate"], 1);
+
+    for bad in ["1.5", "-0.1", "half", "NaN"] {
+        let output = std::process::Command::new(BIN)
+            .args([
+                "serve",
+                "--policy-dir",
+                "unused",
+                &format!("--audit-allowed={bad}"),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("is not a number from 0 to 1"), "{stderr}");
+    }
+    let output = std::process::Command::new(BIN)
+        .args(["serve", "--policy-dir", "unused"])
+        .env("MCP_AUTHZ_AUDIT_ALLOWED", "2")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
