@@ -8,7 +8,7 @@
 use std::io::Write;
 
 use crate::logging::AUDIT_TARGET;
-use crate::telemetry::{AuditRecord, RequestText, line_key as key};
+use crate::telemetry::{AuditRecord, FilterRecord, RequestText, line_key as key};
 use crate::time::{Micros, Timestamp};
 
 /// How lines look: text (optionally coloured for a terminal) or one JSON object each.
@@ -21,7 +21,10 @@ pub struct LineFormat {
 /// Appends `record`'s line (ending in a newline) to `out`.
 pub fn write(record: &AuditRecord, format: LineFormat, out: &mut Vec<u8>) {
     let mut line = Line { out, format };
-    line.start(&Micros(Timestamp::from_system(record.ended)));
+    line.start(
+        &Micros(Timestamp::from_system(record.ended)),
+        DECISION_MESSAGE,
+    );
     line.string(key::DECISION, record.decision.as_str());
     line.string(key::REASON, record.reason.as_str());
     line.raw(
@@ -70,6 +73,47 @@ pub fn write(record: &AuditRecord, format: LineFormat, out: &mut Vec<u8>) {
     line.end();
 }
 
+/// The message of a Check's line (what replay looks for) and of a filtered list's.
+pub const DECISION_MESSAGE: &str = "decision";
+pub const FILTER_MESSAGE: &str = "list filtered";
+
+/// Appends the line of a filtered list (SPEC §7) to `out`: what its span carries.
+pub fn write_filter(record: &FilterRecord, format: LineFormat, out: &mut Vec<u8>) {
+    let mut line = Line { out, format };
+    line.start(
+        &Micros(Timestamp::from_system(record.ended)),
+        FILTER_MESSAGE,
+    );
+    line.string(key::METHOD, record.method);
+    line.string(key::SERVER, &record.server.full);
+    for (_, name, value) in record.caller() {
+        line.optional(name, value);
+    }
+    line.string(key::POLICY_REVISION, &record.revision);
+    line.string(key::MODE, record.mode.as_str());
+    for (name, count) in [
+        (key::LISTED, record.listed),
+        (key::HIDDEN, record.hidden),
+        (key::WOULD_HIDE, record.would_hide),
+    ] {
+        line.name(name);
+        let _ = write!(line.out, "{count}");
+    }
+    line.name(key::HIDDEN_NAMES);
+    line.out.push(b'[');
+    for (i, name) in record.hidden_names.iter().enumerate() {
+        if i > 0 {
+            line.out.push(b',');
+        }
+        line.out.push(b'"');
+        escape(name, format.json, line.out);
+        line.out.push(b'"');
+    }
+    line.out.push(b']');
+    line.string(key::TRACE_ID, &record.ids.trace_hex());
+    line.end();
+}
+
 struct Line<'a> {
     out: &'a mut Vec<u8>,
     format: LineFormat,
@@ -77,17 +121,17 @@ struct Line<'a> {
 
 // Writes into a Vec<u8> cannot fail.
 impl Line<'_> {
-    fn start(&mut self, time: &Micros) {
+    fn start(&mut self, time: &Micros, message: &str) {
         let out = &mut *self.out;
         let _ = match (self.format.json, self.format.ansi) {
             (true, _) => write!(
                 out,
-                r#"{{"timestamp":"{time}","level":"INFO","message":"decision""#
+                r#"{{"timestamp":"{time}","level":"INFO","message":"{message}""#
             ),
-            (false, false) => write!(out, "{time}  INFO {AUDIT_TARGET}: decision"),
+            (false, false) => write!(out, "{time}  INFO {AUDIT_TARGET}: {message}"),
             (false, true) => write!(
                 out,
-                "\x1b[2m{time}\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2m{AUDIT_TARGET}\x1b[0m\x1b[2m:\x1b[0m decision"
+                "\x1b[2m{time}\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2m{AUDIT_TARGET}\x1b[0m\x1b[2m:\x1b[0m {message}"
             ),
         };
     }

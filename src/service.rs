@@ -109,6 +109,7 @@ pub async fn serve(
         Arc::clone(&context.store),
         context.options,
         Arc::clone(&context.metrics),
+        context.audit.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let authz = AuthorizationServer::new(AuthzService::new(context))

@@ -30,6 +30,8 @@ use crate::request::CheckInput;
 use crate::settings::OtlpProtocol;
 
 pub const SPAN_NAME: &str = "mcp.authz.check";
+/// The span of a filtered list (SPEC §7).
+pub const FILTER_SPAN_NAME: &str = "mcp.authz.filter";
 /// Spans waiting for export; beyond this they are dropped and counted.
 pub const QUEUE_CAPACITY: usize = 8192;
 const MAX_BATCH: usize = 512;
@@ -78,6 +80,11 @@ pub mod attr {
     pub const SAMPLE_RATE: &str = "mcp.authz.sample_rate";
     pub const HTTP_METHOD: &str = "http.request.method";
     pub const URL_PATH: &str = "url.path";
+    /// A filtered list's counts and the first hidden entries (SPEC §7).
+    pub const LISTED: &str = "mcp.authz.listed";
+    pub const HIDDEN: &str = "mcp.authz.hidden";
+    pub const WOULD_HIDE: &str = "mcp.authz.would_hide";
+    pub const HIDDEN_NAMES: &str = "mcp.authz.hidden_names";
 }
 
 /// A span's place in a trace as plain ids: the trace and the span.
@@ -308,6 +315,10 @@ pub mod line_key {
     pub const TRACE_ID: &str = "trace_id";
     /// When the Check started (the line's `timestamp` is when it ended).
     pub const START_TIME: &str = "start_time";
+    pub const LISTED: &str = "listed";
+    pub const HIDDEN: &str = "hidden";
+    pub const WOULD_HIDE: &str = "would_hide";
+    pub const HIDDEN_NAMES: &str = "hidden_names";
 }
 
 /// [`RequestText`]s in one buffer: one allocation per Check whatever the request carries.
@@ -512,37 +523,150 @@ impl AuditRecord {
 
     /// The span: a child of the parent when there is one, else the root of a new trace.
     pub fn into_span(self) -> SpanData {
-        SpanData {
-            // Audit spans are exported whatever the parent's sampled flag says.
-            span_context: SpanContext::new(
-                TraceId::from_bytes(self.ids.trace_id),
-                SpanId::from_bytes(self.ids.span_id),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::default(),
+        let attributes = self.attributes();
+        span_data(
+            self.ids,
+            self.parent,
+            SPAN_NAME,
+            [self.started, self.ended],
+            attributes,
+        )
+    }
+}
+
+/// One filtered list as recorded (SPEC §7): what its `mcp.authz.filter` span reports.
+#[derive(Debug, Clone)]
+pub struct FilterRecord {
+    pub started: SystemTime,
+    pub ended: SystemTime,
+    pub ids: SpanIds,
+    pub parent: Option<SpanIds>,
+    /// `tools/list`, `prompts/list` or `resources/list`.
+    pub method: &'static str,
+    pub server: ObjectKey,
+    /// The caller as resolved: human, agent, team, MCPAgentSession id.
+    pub human: Option<String>,
+    pub agent: Option<String>,
+    pub team: Option<String>,
+    pub session_id: Option<String>,
+    pub revision: Text,
+    pub mode: Mode,
+    pub listed: usize,
+    pub hidden: usize,
+    pub would_hide: usize,
+    /// The first hidden entries' names (at most [`crate::filter::MAX_HIDDEN_NAMES`]).
+    pub hidden_names: Vec<String>,
+}
+
+impl FilterRecord {
+    /// The caller's texts with their span attribute and line key.
+    pub fn caller(&self) -> [(&'static str, &'static str, Option<&str>); 4] {
+        [
+            (attr::ENDUSER_ID, line_key::HUMAN, self.human.as_deref()),
+            (attr::AGENT_ID, line_key::AGENT, self.agent.as_deref()),
+            (attr::TEAM_ID, line_key::TEAM, self.team.as_deref()),
+            (
+                attr::AUTHZ_SESSION_ID,
+                line_key::AGENT_SESSION,
+                self.session_id.as_deref(),
             ),
-            parent_span_id: self
-                .parent
-                .map_or(SpanId::INVALID, |p| SpanId::from_bytes(p.span_id)),
-            parent_span_is_remote: self.parent.is_some(),
-            span_kind: SpanKind::Server,
-            name: SPAN_NAME.into(),
-            start_time: self.started,
-            end_time: self.ended,
-            attributes: self.attributes(),
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: SCOPE.clone(),
+        ]
+    }
+
+    /// The span's attributes (SPEC §7).
+    pub fn attributes(&self) -> Vec<KeyValue> {
+        let count = |n: usize| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut out = vec![
+            KeyValue::new(attr::METHOD_NAME, self.method),
+            KeyValue::new(attr::SERVER_NAME, Text::clone(&self.server.name)),
+            KeyValue::new(attr::SERVER_NAMESPACE, Text::clone(&self.server.namespace)),
+        ];
+        for (key, _, value) in self.caller() {
+            if let Some(value) = value {
+                out.push(KeyValue::new(key, value.to_string()));
+            }
         }
+        out.extend([
+            KeyValue::new(attr::POLICY_REVISION, Text::clone(&self.revision)),
+            KeyValue::new(attr::MODE, self.mode.as_str()),
+            KeyValue::new(attr::LISTED, count(self.listed)),
+            KeyValue::new(attr::HIDDEN, count(self.hidden)),
+            KeyValue::new(attr::WOULD_HIDE, count(self.would_hide)),
+            KeyValue::new(
+                attr::HIDDEN_NAMES,
+                Value::Array(opentelemetry::Array::String(
+                    self.hidden_names.iter().cloned().map(Into::into).collect(),
+                )),
+            ),
+        ]);
+        out
+    }
+
+    pub fn into_span(self) -> SpanData {
+        span_data(
+            self.ids,
+            self.parent,
+            FILTER_SPAN_NAME,
+            [self.started, self.ended],
+            self.attributes(),
+        )
+    }
+}
+
+/// What the audit queue carries: a Check's record or a filtered list's. The Check's record is
+/// kept inline (a box would cost every Check an allocation); the rare filter record is boxed.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+pub enum Recorded {
+    Check(AuditRecord),
+    Filter(Box<FilterRecord>),
+}
+
+impl Recorded {
+    pub fn into_span(self) -> SpanData {
+        match self {
+            Recorded::Check(record) => record.into_span(),
+            Recorded::Filter(record) => record.into_span(),
+        }
+    }
+}
+
+/// A SERVER span in its trace: a child of `parent` when there is one.
+fn span_data(
+    ids: SpanIds,
+    parent: Option<SpanIds>,
+    name: &'static str,
+    [started, ended]: [SystemTime; 2],
+    attributes: Vec<KeyValue>,
+) -> SpanData {
+    SpanData {
+        // Audit spans are exported whatever the parent's sampled flag says.
+        span_context: SpanContext::new(
+            TraceId::from_bytes(ids.trace_id),
+            SpanId::from_bytes(ids.span_id),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: parent.map_or(SpanId::INVALID, |p| SpanId::from_bytes(p.span_id)),
+        parent_span_is_remote: parent.is_some(),
+        span_kind: SpanKind::Server,
+        name: name.into(),
+        start_time: started,
+        end_time: ended,
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: SCOPE.clone(),
     }
 }
 
 /// Where audit records go: a bounded queue in front of a background worker.
 #[derive(Clone)]
 pub struct Audit {
-    queue: SyncSender<AuditRecord>,
+    queue: SyncSender<Recorded>,
     /// Records dropped because the queue was full (`mcp_authz_spans_dropped_total`).
     dropped: Counter,
     /// `--audit-allowed`: the fraction of allowed decisions kept (SPEC §4b).
@@ -558,6 +682,16 @@ impl Audit {
         // Detached: the worker thread ends when the last sender is gone.
         drop(worker);
         Ok(audit)
+    }
+
+    /// Keeps nothing: every record is counted as dropped (for tests and tools).
+    pub fn discarding() -> Self {
+        let (queue, _) = std::sync::mpsc::sync_channel(0);
+        Audit {
+            queue,
+            dropped: Counter::default(),
+            allowed_ratio: 1.0,
+        }
     }
 
     /// Logs each decision on a background thread, one `format` line each, written to `output`
@@ -612,6 +746,15 @@ impl Audit {
             return;
         };
         let record = AuditRecord::in_trace(times, parent, ids, rate, input, decision);
+        self.send(Recorded::Check(record));
+    }
+
+    /// Records one filtered list (SPEC §7); every one is kept.
+    pub fn record_filter(&self, record: FilterRecord) {
+        self.send(Recorded::Filter(Box::new(record)));
+    }
+
+    fn send(&self, record: Recorded) {
         if self.queue.try_send(record).is_err() {
             self.dropped.inc();
         }
@@ -619,7 +762,7 @@ impl Audit {
 }
 
 /// Moves up to `limit` queued records into `batch`; true once every `Audit` is gone.
-fn drain(queue: &Receiver<AuditRecord>, batch: &mut Vec<AuditRecord>, limit: usize) -> bool {
+fn drain(queue: &Receiver<Recorded>, batch: &mut Vec<Recorded>, limit: usize) -> bool {
     while batch.len() < limit {
         match queue.try_recv() {
             Ok(record) => batch.push(record),
@@ -633,7 +776,7 @@ fn drain(queue: &Receiver<AuditRecord>, batch: &mut Vec<AuditRecord>, limit: usi
 /// Writes queued records in batches, waking every [`POLL`] rather than once per record: on a
 /// busy two-core machine a wake-up per Check costs more than the line itself.
 fn log_worker(
-    queue: &Receiver<AuditRecord>,
+    queue: &Receiver<Recorded>,
     stop: &AtomicBool,
     output: &Output,
     format: LineFormat,
@@ -647,7 +790,10 @@ fn log_worker(
         // Audit lines are info events of their own target, so RUST_LOG=warn silences them.
         if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
             for record in &batch {
-                audit_line::write(record, format, &mut text);
+                match record {
+                    Recorded::Check(record) => audit_line::write(record, format, &mut text),
+                    Recorded::Filter(record) => audit_line::write_filter(record, format, &mut text),
+                }
             }
             if !text.is_empty() {
                 output.write_all(&text);
@@ -861,7 +1007,7 @@ fn build_exporter(config: &ExportConfig) -> Result<opentelemetry_otlp::SpanExpor
 /// dropped and counted) while one small batch probes the collector after a pause that doubles
 /// from [`RETRY_MIN`] to [`RETRY_MAX`]. A dead collector thus costs no CPU beyond the probes.
 async fn export_loop(
-    queue: &Receiver<AuditRecord>,
+    queue: &Receiver<Recorded>,
     stop: &AtomicBool,
     exporter: &opentelemetry_otlp::SpanExporter,
     mut reporter: Reporter,
@@ -907,13 +1053,13 @@ async fn export_loop(
 /// Spans not exported are counted in `reporter`.
 async fn export(
     exporter: &opentelemetry_otlp::SpanExporter,
-    batch: &mut Vec<AuditRecord>,
+    batch: &mut Vec<Recorded>,
     reporter: &mut Reporter,
 ) -> Result<(), String> {
     while !batch.is_empty() {
         let rest = batch.split_off(batch.len().min(MAX_BATCH));
         let records = std::mem::replace(batch, rest);
-        let spans: Vec<SpanData> = records.into_iter().map(AuditRecord::into_span).collect();
+        let spans: Vec<SpanData> = records.into_iter().map(Recorded::into_span).collect();
         let count = spans.len() as u64;
         let failure = match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await {
             Ok(Ok(())) => continue,

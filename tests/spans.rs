@@ -914,3 +914,191 @@ async fn audit_allowed_one_keeps_every_line_and_invalid_ratios_are_refused() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// One ext_proc exchange for a `tools/list` on deploy/policies' demo server by `caller`,
+/// answered with four tools; returns the replies.
+async fn filtered_list(
+    channel: &tonic::transport::Channel,
+    caller: &[(&str, &str)],
+    request_body: &str,
+) -> Vec<mcp_authz::proto::ext_proc::ProcessingResponse> {
+    use mcp_authz::proto::core::{HeaderMap, HeaderValue};
+    use mcp_authz::proto::ext_proc::external_processor_client::ExternalProcessorClient;
+    use mcp_authz::proto::ext_proc::processing_request::Request;
+    use mcp_authz::proto::ext_proc::{HttpBody, HttpHeaders, ProcessingRequest};
+
+    let headers = |pairs: &[(&str, &str)]| HttpHeaders {
+        headers: Some(HeaderMap {
+            headers: pairs
+                .iter()
+                .map(|(k, v)| HeaderValue {
+                    key: k.to_string(),
+                    value: String::new(),
+                    raw_value: v.as_bytes().to_vec(),
+                })
+                .collect(),
+        }),
+        end_of_stream: false,
+    };
+    let body = |text: &str| HttpBody {
+        body: text.as_bytes().to_vec(),
+        end_of_stream: true,
+    };
+    let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"search"},{"name":"summarize"},{"name":"create_ticket"},{"name":"delete_ticket"}]}}"#;
+    let mut request = vec![(":method", "POST"), (":path", "/demo/mcp")];
+    request.extend_from_slice(caller);
+    let messages = [
+        Request::RequestHeaders(headers(&request)),
+        Request::RequestBody(body(request_body)),
+        Request::ResponseHeaders(headers(&[
+            (":status", "200"),
+            ("content-type", "application/json"),
+        ])),
+        Request::ResponseBody(body(answer)),
+    ]
+    .map(|request| ProcessingRequest {
+        request: Some(request),
+        ..ProcessingRequest::default()
+    });
+    let mut replies = ExternalProcessorClient::new(channel.clone())
+        .process(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(reply) = replies.message().await.unwrap() {
+        out.push(reply);
+    }
+    out
+}
+
+fn strings(span: &Span, key: &str) -> Option<Vec<String>> {
+    let kv = span.attributes.iter().find(|kv| kv.key == key)?;
+    match kv.value.as_ref()?.value.as_ref()? {
+        Value::ArrayValue(array) => Some(
+            array
+                .values
+                .iter()
+                .map(|v| match &v.value {
+                    Some(Value::StringValue(s)) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_list_is_one_filter_span() {
+    let (endpoint, spans) = grpc_collector().await;
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/policies");
+    let server = Server::start(&policies, &["--otlp-endpoint", &endpoint]);
+    let channel = server.channel().await;
+    let header_parent = "00-44444444444444444444444444444444-4444444444444444-01";
+    let replies = filtered_list(
+        &channel,
+        &[
+            ("x-mcp-agent-id", "support-bot"),
+            ("x-mcp-team-id", "support"),
+            ("traceparent", header_parent),
+        ],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(replies.len(), 4, "every message answered");
+    let meta_parent = "00-66666666666666666666666666666666-6666666666666666-01";
+    filtered_list(
+        &channel,
+        &[("x-mcp-agent-id", "triage-bot")],
+        &format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{{"_meta":{{"traceparent":"{meta_parent}"}}}}}}"#
+        ),
+    )
+    .await;
+    let received = wait_spans(&spans, 2).await;
+    assert_eq!(
+        received.len(),
+        2,
+        "one span per filtered list, no Check span"
+    );
+    let by_agent = |agent: &str| {
+        received
+            .iter()
+            .find(|r| {
+                attributes(&r.span)
+                    .get("mcp.subject.agent_id")
+                    .map(String::as_str)
+                    == Some(agent)
+            })
+            .unwrap_or_else(|| panic!("no span for {agent}"))
+            .span
+            .clone()
+    };
+    let revision = mcp_authz::policy::load_paths(&[policies]).unwrap().revision;
+
+    let support = by_agent("support-bot");
+    assert_eq!(support.name, "mcp.authz.filter");
+    assert_eq!(support.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&support.trace_id), "44444444444444444444444444444444");
+    assert_eq!(hex(&support.parent_span_id), "4444444444444444");
+    let mut want = expected(&[
+        ("mcp.method.name", "tools/list"),
+        ("mcp.server.name", "demo"),
+        ("mcp.server.namespace", "mcp"),
+        ("mcp.subject.agent_id", "support-bot"),
+        ("mcp.subject.team_id", "support"),
+        ("mcp.authz.policy_revision", &revision),
+        ("mcp.authz.mode", "enforce"),
+        ("mcp.authz.listed", "3"),
+        ("mcp.authz.hidden", "1"),
+        ("mcp.authz.would_hide", "0"),
+    ]);
+    let mut got = attributes(&support);
+    got.remove("mcp.authz.hidden_names");
+    assert_eq!(got, want);
+    assert_eq!(
+        strings(&support, "mcp.authz.hidden_names"),
+        Some(vec!["delete_ticket".to_string()])
+    );
+
+    let triage = by_agent("triage-bot");
+    assert_eq!(hex(&triage.trace_id), "66666666666666666666666666666666");
+    let got = attributes(&triage);
+    want = expected(&[
+        ("mcp.authz.mode", "monitor"),
+        ("mcp.authz.listed", "4"),
+        ("mcp.authz.hidden", "0"),
+        ("mcp.authz.would_hide", "3"),
+    ]);
+    for (key, value) in &want {
+        assert_eq!(got.get(key), Some(value), "{key}");
+    }
+    assert_eq!(strings(&triage, "mcp.authz.hidden_names"), Some(vec![]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_endpoint_a_filtered_list_is_one_log_line() {
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/policies");
+    let server = Server::start(&policies, &["--log-format", "json"]);
+    let channel = server.channel().await;
+    filtered_list(
+        &channel,
+        &[
+            ("x-mcp-agent-id", "support-bot"),
+            ("x-mcp-team-id", "support"),
+        ],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )
+    .await;
+    assert!(server.wait_log("list filtered", 1, Duration::from_secs(5)));
+    let line: serde_json::Value =
+        serde_json::from_str(&server.find_log("list filtered").unwrap()).unwrap();
+    assert_eq!(line["target"], "mcp_authz::audit");
+    assert_eq!(line["method"], "tools/list");
+    assert_eq!(line["server"], "mcp/demo");
+    assert_eq!(line["agent"], "support-bot");
+    assert_eq!((&line["listed"], &line["hidden"]), (&3.into(), &1.into()));
+    assert_eq!(line["hidden_names"], serde_json::json!(["delete_ticket"]));
+    assert_eq!(server.count_log("list filtered"), 1);
+}
