@@ -29,7 +29,7 @@
 //!   accepted connections (write buffering).
 //! - [`reload`]: the policy store (arc-swap), swapped whole on every load; the file watcher.
 //! - [`telemetry`]: one OpenTelemetry span per Check, exported over OTLP off the request path.
-//! - [`audit_line`]: the same record as a log line when there is no OTLP endpoint.
+//! - [`audit`]: `line`, the same record as a log line when there is no OTLP endpoint.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the `/metrics`, `/healthz`, `/ready` endpoint.
 //! - [`logging`]: stderr output, with the audit trail's lines written in batches.
 //! - [`settings`]: the command line and its `MCP_AUTHZ_*` variables.
@@ -37,7 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod audit_line;
+pub mod audit;
 pub mod check;
 pub mod codec;
 pub mod decide;

@@ -11,7 +11,7 @@ use clap::Parser;
 use tonic_health::ServingStatus;
 
 use mcp_authz::admin::{self, AdminState};
-use mcp_authz::audit_line::LineFormat;
+use mcp_authz::audit::line::LineFormat;
 use mcp_authz::check::{Options, decide_call};
 use mcp_authz::decide::Evidence;
 use mcp_authz::decision::Target;

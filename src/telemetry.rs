@@ -22,7 +22,7 @@ use opentelemetry_sdk::trace::{
 };
 use prometheus_client::metrics::counter::Counter;
 
-use crate::audit_line::{self, LineFormat};
+use crate::audit::line::{self, LineFormat};
 use crate::decision::{CallInfo, Decision, Reason, ToolFacts, TrustFigures, Verdict};
 use crate::logging::{AUDIT_TARGET, Output};
 use crate::policy::{AuthMode, Mode, ObjectKey, Primitive, Text, Trust};
@@ -791,8 +791,8 @@ fn log_worker(
         if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
             for record in &batch {
                 match record {
-                    Recorded::Check(record) => audit_line::write(record, format, &mut text),
-                    Recorded::Filter(record) => audit_line::write_filter(record, format, &mut text),
+                    Recorded::Check(record) => line::write(record, format, &mut text),
+                    Recorded::Filter(record) => line::write_filter(record, format, &mut text),
                 }
             }
             if !text.is_empty() {

@@ -83,7 +83,7 @@ pub const LINE_TIME: &str = "timestamp";
 /// When the Check started, which replay decides at when a line carries it.
 pub const LINE_START_TIME: &str = line_key::START_TIME;
 
-/// The field of an audit line's key (the names `audit_line::write` gives them).
+/// The field of an audit line's key (the names `line::write` gives them).
 pub fn line_field(key: &str) -> Option<Field> {
     Some(match key {
         line_key::DECISION => Field::Decision,
@@ -114,7 +114,7 @@ pub fn line_field(key: &str) -> Option<Field> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit_line::{self, LineFormat};
+    use crate::audit::line::{self, LineFormat};
     use crate::check::{Options, authorize};
     use crate::policy::{Primitive, Snapshot, load_paths};
     use crate::replay::read::{LineKind, Position, Record, Shape, Sink, read_line};
@@ -160,7 +160,7 @@ mod tests {
             json: true,
             ansi: false,
         };
-        audit_line::write(&record, format, &mut line);
+        line::write(&record, format, &mut line);
         let from_line = read_back(
             std::str::from_utf8(&line).unwrap().trim_end(),
             Shape::AuditLine,
