@@ -31,6 +31,7 @@ use prost_types::value::Kind as ValueKind;
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit::{Audit, FilterRecord, SpanIds, parent_ids};
 use crate::check::{Options, decide_call};
 use crate::decision::{CallInfo, Verdict};
 use crate::filter::{self, Filtered, Format, ListMethod, Passthrough, Visibility};
@@ -52,7 +53,6 @@ use crate::proto::processing_mode::processing_mode::{BodySendMode, HeaderSendMod
 use crate::reload::PolicyStore;
 use crate::request::{CheckInput, Headers, jwt_payloads};
 use crate::rpc::{self, Inspection, Message as RpcMessage};
-use crate::telemetry::{Audit, FilterRecord, SpanIds, parent_ids};
 use crate::time::Timestamp;
 
 /// The service name Envoy's active gRPC health check asks for on the ext_proc cluster.

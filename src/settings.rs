@@ -152,6 +152,15 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
+impl From<OtlpProtocol> for crate::audit::otlp::Protocol {
+    fn from(protocol: OtlpProtocol) -> Self {
+        match protocol {
+            OtlpProtocol::Grpc => Self::Grpc,
+            OtlpProtocol::HttpProtobuf => Self::HttpProtobuf,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,

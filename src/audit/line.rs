@@ -7,8 +7,13 @@
 
 use std::io::Write;
 
-use crate::logging::AUDIT_TARGET;
-use crate::telemetry::{AuditRecord, FilterRecord, RequestText, line_key as key};
+use prometheus_client::metrics::counter::Counter;
+
+use super::{
+    Audit, AuditError, AuditRecord, AuditWorker, FilterRecord, Recorded, RequestText, Sink,
+    Undelivered, line_key as key,
+};
+use crate::logging::{AUDIT_TARGET, Output};
 use crate::time::{Micros, Timestamp};
 
 /// How lines look: text (optionally coloured for a terminal) or one JSON object each.
@@ -212,6 +217,59 @@ fn escape(text: &str, json: bool, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&text.as_bytes()[clean..]);
+}
+
+/// Logs each decision on a background thread, one `format` line each, written to `output`
+/// batch by batch; drops are counted in `dropped`.
+pub fn start(
+    dropped: Counter,
+    output: Output,
+    format: LineFormat,
+) -> Result<(Audit, AuditWorker), AuditError> {
+    AuditWorker::start("audit-log", dropped, move || {
+        Ok(LineSink {
+            output,
+            format,
+            text: Vec::with_capacity(64 * 1024),
+        })
+    })
+}
+
+/// Logs each decision as a text line; the worker ends with the last `Audit`.
+pub fn log_only() -> Result<Audit, AuditError> {
+    let (audit, worker) = start(Counter::default(), Output::default(), LineFormat::default())?;
+    // Detached: the worker thread ends when the last sender is gone.
+    drop(worker);
+    Ok(audit)
+}
+
+/// Writes each batch's lines to the output at once.
+struct LineSink {
+    output: Output,
+    format: LineFormat,
+    text: Vec<u8>,
+}
+
+impl Sink for LineSink {
+    const WHAT: &'static str = "audit lines";
+
+    fn deliver(&mut self, batch: &mut Vec<Recorded>) -> Result<(), Undelivered> {
+        // Audit lines are info events of their own target, so RUST_LOG=warn silences them.
+        if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
+            for record in batch.iter() {
+                match record {
+                    Recorded::Check(record) => write(record, self.format, &mut self.text),
+                    Recorded::Filter(record) => write_filter(record, self.format, &mut self.text),
+                }
+            }
+            if !self.text.is_empty() {
+                self.output.write_all(&self.text);
+                self.text.clear();
+            }
+        }
+        batch.clear();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

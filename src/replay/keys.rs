@@ -2,8 +2,8 @@
 //! field in the service's JSON audit line. Every key name replay reads is here, taken from the
 //! audit code wherever it defines one.
 
+use crate::audit::{SPAN_NAME, attr, line_key};
 use crate::logging::AUDIT_TARGET;
-use crate::telemetry::{SPAN_NAME, attr, line_key};
 
 /// The span name of a Check.
 pub const CHECK_SPAN: &str = SPAN_NAME;
@@ -76,7 +76,7 @@ pub fn span_field(key: &str) -> Option<Field> {
 }
 
 /// An audit line: `"message":"decision"` of the audit target.
-pub const LINE_MESSAGE: (&str, &str) = ("message", "decision");
+pub const LINE_MESSAGE: (&str, &str) = ("message", crate::audit::line::DECISION_MESSAGE);
 pub const LINE_TARGET: (&str, &str) = ("target", AUDIT_TARGET);
 /// The line's time: when the Check ended, in microseconds.
 pub const LINE_TIME: &str = "timestamp";
@@ -114,12 +114,12 @@ pub fn line_field(key: &str) -> Option<Field> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditRecord;
     use crate::audit::line::{self, LineFormat};
     use crate::check::{Options, authorize};
     use crate::policy::{Primitive, Snapshot, load_paths};
     use crate::replay::read::{LineKind, Position, Record, Shape, Sink, read_line};
     use crate::request::{CheckInput, Headers};
-    use crate::telemetry::AuditRecord;
     use crate::time::Timestamp;
     use opentelemetry::Value;
     use std::time::{Duration, SystemTime};
