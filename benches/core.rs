@@ -8,6 +8,7 @@ mod generate;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use mcp_authz::audit::AuditRecord;
 use mcp_authz::check::{Options, authorize};
 use mcp_authz::metrics::Metrics;
 use mcp_authz::policy::{Governs, Snapshot, load_files, load_paths};
@@ -16,7 +17,6 @@ use mcp_authz::request::CheckInput as Input;
 use mcp_authz::request::{CheckInput, Headers};
 use mcp_authz::response;
 use mcp_authz::rpc;
-use mcp_authz::telemetry::AuditRecord;
 use mcp_authz::time::Timestamp;
 use prost::Message;
 

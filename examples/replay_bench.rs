@@ -19,13 +19,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use mcp_authz::audit_line::{self, LineFormat};
+use mcp_authz::audit::AuditRecord;
+use mcp_authz::audit::line::{self, LineFormat};
 use mcp_authz::check::{Options, authorize};
 use mcp_authz::policy::{Mode, Snapshot, load_paths};
 use mcp_authz::replay::compare::{Baseline, Policy, Replayer};
 use mcp_authz::replay::{self, Input};
 use mcp_authz::request::{CheckInput, Headers};
-use mcp_authz::telemetry::AuditRecord;
 use mcp_authz::time::Timestamp;
 use opentelemetry::Value;
 use serde_json::json;
@@ -102,7 +102,7 @@ fn generate(path: &Path, records: u64, otlp: bool) {
                 out.write_all(b"\n").expect("write a line");
             }
         } else {
-            audit_line::write(
+            line::write(
                 &record,
                 LineFormat {
                     json: true,

@@ -71,6 +71,7 @@ pub fn authorize<'a>(
         Err(refusal) => {
             decision.reason = refusal.reason;
             decision.call = refusal.call.map(|call| *call);
+            record_caller(&mut decision, identity::resolve(server, input, now));
             return finish(decision, monitor);
         }
     };
@@ -111,10 +112,12 @@ pub fn authorize<'a>(
         }
     }
 
-    if let Some(Ok(c)) = caller {
-        decision.caller = c.identity;
-        decision.session_id = c.session_id;
-    }
+    // The caller is recorded whether or not the call needed one (SPEC §4), so that replay can
+    // decide it under a policy that governs more.
+    record_caller(
+        &mut decision,
+        caller.unwrap_or_else(|| identity::resolve(server, input, now)),
+    );
     let deciding = first_enforced
         .or(first_would_deny)
         .or(first_call)
@@ -136,6 +139,18 @@ pub fn authorize<'a>(
         }
     }
     finish(decision, monitor)
+}
+
+/// The caller as resolved, in the decision's evidence; a caller who could not be identified
+/// leaves none.
+fn record_caller<'a>(
+    decision: &mut Decision<'a>,
+    caller: Result<Caller<'a>, identity::IdentityDenial<'a>>,
+) {
+    if let Ok(c) = caller {
+        decision.caller = c.identity;
+        decision.session_id = c.session_id;
+    }
 }
 
 /// One call of `target` by an already identified caller, decided as if the server governed

@@ -31,8 +31,9 @@ use prost_types::value::Kind as ValueKind;
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit::{Audit, FilterRecord, SpanIds, parent_ids};
 use crate::check::{Options, decide_call};
-use crate::decision::Verdict;
+use crate::decision::{CallInfo, Verdict};
 use crate::filter::{self, Filtered, Format, ListMethod, Passthrough, Visibility};
 use crate::identity::{self, Caller};
 use crate::metrics::Metrics;
@@ -78,17 +79,24 @@ struct Shared {
     store: Arc<PolicyStore>,
     options: Options,
     metrics: Arc<Metrics>,
+    audit: Audit,
     /// Each passthrough reason is logged the first time it happens, then only counted.
     logged: [AtomicBool; Passthrough::ALL.len()],
 }
 
 impl ListFilter {
-    pub fn new(store: Arc<PolicyStore>, options: Options, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<PolicyStore>,
+        options: Options,
+        metrics: Arc<Metrics>,
+        audit: Audit,
+    ) -> Self {
         ListFilter {
             shared: Arc::new(Shared {
                 store,
                 options,
                 metrics,
+                audit,
                 logged: Default::default(),
             }),
         }
@@ -103,11 +111,18 @@ impl ExternalProcessor for ListFilter {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Exchange>, Status> {
+        // Envoy's ext_proc client span, the first parent of a filter span (as of a Check's).
+        let traceparent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         Ok(Response::new(Exchange {
             inbound: request.into_inner(),
             stream: StreamState {
                 shared: Arc::clone(&self.shared),
                 phase: Phase::Start,
+                traceparent,
             },
         }))
     }
@@ -133,6 +148,8 @@ impl Stream for Exchange {
 struct StreamState {
     shared: Arc<Shared>,
     phase: Phase,
+    /// The `traceparent` of the Process call's metadata.
+    traceparent: Option<String>,
 }
 
 /// Where the exchange is.
@@ -196,6 +213,8 @@ fn string_field<'a>(fields: Option<&'a prost_types::Struct>, key: &str) -> Optio
 struct ListRequest {
     head: Head,
     method: ListMethod,
+    /// The list request's `params._meta.traceparent`.
+    meta_traceparent: Option<String>,
     /// The policy the request was read under; its answer is filtered under the same.
     snapshot: Arc<Snapshot>,
     /// Known once the answer's headers are read.
@@ -287,9 +306,9 @@ impl StreamState {
             };
             let governed = |m: ListMethod| server.server.govern.contains(m.primitive());
             match messages.as_slice() {
-                [RpcMessage::Request(call)] if !call.in_batch => {
-                    ListMethod::parse(&call.method).filter(|m| governed(*m))
-                }
+                [RpcMessage::Request(call)] if !call.in_batch => ListMethod::parse(&call.method)
+                    .filter(|m| governed(*m))
+                    .map(|m| (m, call.traceparent.as_deref().map(str::to_string))),
                 calls => {
                     let listing = calls.iter().any(|c| match c {
                         RpcMessage::Request(call) => {
@@ -304,10 +323,11 @@ impl StreamState {
                 }
             }
         };
-        if let Some(method) = list {
+        if let Some((method, meta_traceparent)) = list {
             self.phase = Phase::List(Box::new(ListRequest {
                 head: *head,
                 method,
+                meta_traceparent,
                 snapshot,
                 answer: None,
             }));
@@ -431,26 +451,39 @@ impl StreamState {
             }
             visibility
         })?;
-        // The record of a filtered list (SPEC §7): counted here, and logged with what its
-        // `mcp.authz.filter` span carries until the audit trail takes filter records too.
+        // The record of a filtered list (SPEC §7): counted, and its `mcp.authz.filter` span.
         self.shared
             .metrics
             .record_hidden(&server.server.key.full, mode, filtered.hidden);
-        let identity = caller.as_ref().ok().map(|c| &c.identity);
-        tracing::info!(
-            method = list.method.as_str(),
-            server = %server.server.key.full,
-            human = identity.and_then(|i| i.human.as_deref()),
-            agent = identity.and_then(|i| i.agent.as_deref()),
-            team = identity.and_then(|i| i.team.as_deref()),
-            policy_revision = %snapshot.revision,
-            mode = mode.as_str(),
-            listed = filtered.listed,
-            hidden = filtered.hidden,
-            would_hide = filtered.would_hide,
-            hidden_names = ?filtered.hidden_names,
-            "list filtered"
-        );
+        let call = CallInfo {
+            traceparent: list.meta_traceparent.as_deref().map(Into::into),
+            ..CallInfo::default()
+        };
+        let parent = parent_ids(self.traceparent.as_deref(), &input, Some(&call));
+        let ids = SpanIds::random();
+        let caller = caller.ok();
+        let own = |text: Option<&std::borrow::Cow<str>>| text.map(|t| t.to_string());
+        self.shared.audit.record_filter(FilterRecord {
+            started,
+            ended: SystemTime::now(),
+            ids: SpanIds {
+                trace_id: parent.map_or(ids.trace_id, |p| p.trace_id),
+                span_id: ids.span_id,
+            },
+            parent,
+            method: list.method.as_str(),
+            server: server.server.key.clone(),
+            human: own(caller.as_ref().and_then(|c| c.identity.human.as_ref())),
+            agent: own(caller.as_ref().and_then(|c| c.identity.agent.as_ref())),
+            team: own(caller.as_ref().and_then(|c| c.identity.team.as_ref())),
+            session_id: own(caller.as_ref().and_then(|c| c.session_id.as_ref())),
+            revision: snapshot.revision.clone(),
+            mode,
+            listed: filtered.listed,
+            hidden: filtered.hidden,
+            would_hide: filtered.would_hide,
+            hidden_names: filtered.hidden_names.clone(),
+        });
         Ok(filtered)
     }
 
@@ -570,10 +603,16 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/policies");
         store.reload(&dir).expect("deploy/policies loads");
         let metrics = Arc::new(Metrics::new());
-        let filter = ListFilter::new(store, Options::default(), Arc::clone(&metrics));
+        let filter = ListFilter::new(
+            store,
+            Options::default(),
+            Arc::clone(&metrics),
+            Audit::discarding(),
+        );
         let stream = StreamState {
             shared: filter.shared,
             phase: Phase::Start,
+            traceparent: None,
         };
         (stream, metrics)
     }
@@ -1005,7 +1044,8 @@ mod tests {
                 .to_string();
                 for agent in ["a0", "a1", "a2", "a3"] {
                     let mut stream = StreamState {
-                        shared: ListFilter::new(Arc::clone(&store), Options::default(), Arc::new(Metrics::new())).shared,
+                        shared: ListFilter::new(Arc::clone(&store), Options::default(), Arc::new(Metrics::new()), Audit::discarding()).shared,
+                        traceparent: None,
                         phase: Phase::Start,
                     };
                     let request = [(":method", "POST"), (":path", "/demo/mcp"), ("x-mcp-agent-id", agent)];

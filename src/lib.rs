@@ -3,8 +3,8 @@
 //! Data flows one way: CheckRequest → ([`request`]) plain input → ([`check`]) server,
 //! JSON-RPC calls ([`rpc`]) and caller ([`identity`]) → ([`decide`]) a [`decision::Decision`]
 //! → ([`response`]) CheckResponse wire bytes. Everything up to the response is plain functions over
-//! plain data; tonic, notify, arc-swap and OpenTelemetry live only in the shell ([`service`],
-//! [`ext_proc`], [`reload`], [`telemetry`]). List filtering reuses the same stages: a list
+//! plain data; tonic, notify, arc-swap and OTLP export live only in the shell ([`service`],
+//! [`ext_proc`], [`reload`], [`admin`], `audit::otlp`). List filtering reuses the same stages: a list
 //! request's caller and server as a Check finds them, each entry decided as its call would be.
 //!
 //! Layout, one concept per module:
@@ -28,8 +28,10 @@
 //! - [`service`]: the tonic Authorization service, health, serving until shutdown, and the
 //!   accepted connections (write buffering).
 //! - [`reload`]: the policy store (arc-swap), swapped whole on every load; the file watcher.
-//! - [`telemetry`]: one OpenTelemetry span per Check, exported over OTLP off the request path.
-//! - [`audit_line`]: the same record as a log line when there is no OTLP endpoint.
+//! - [`audit`]: the audit trail: the record of a Check or a filtered list (what was decided, on
+//!   what input, in which trace), its attribute and line keys, `--audit-allowed` sampling, the
+//!   bounded queue and the one worker; `line` writes the records as log lines, `otlp` builds
+//!   spans and exports them over OTLP, both off the request path.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the `/metrics`, `/healthz`, `/ready` endpoint.
 //! - [`logging`]: stderr output, with the audit trail's lines written in batches.
 //! - [`settings`]: the command line and its `MCP_AUTHZ_*` variables.
@@ -37,7 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod audit_line;
+pub mod audit;
 pub mod check;
 pub mod codec;
 pub mod decide;
@@ -57,6 +59,6 @@ pub mod response;
 pub mod rpc;
 pub mod service;
 pub mod settings;
-pub mod telemetry;
+
 pub mod time;
 pub mod uri;

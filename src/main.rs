@@ -11,7 +11,9 @@ use clap::Parser;
 use tonic_health::ServingStatus;
 
 use mcp_authz::admin::{self, AdminState};
-use mcp_authz::audit_line::LineFormat;
+use mcp_authz::audit::line;
+use mcp_authz::audit::line::LineFormat;
+use mcp_authz::audit::otlp::{self, ExportConfig};
 use mcp_authz::check::{Options, decide_call};
 use mcp_authz::decide::Evidence;
 use mcp_authz::decision::Target;
@@ -30,7 +32,6 @@ use mcp_authz::service::{CheckContext, serve, set_health};
 use mcp_authz::settings::{
     AdminListen, CheckArgs, Cli, Command, FailOn, LogFormat, ReplayArgs, ReportFormat, ServeArgs,
 };
-use mcp_authz::telemetry::{Audit, AuditWorker, ExportConfig};
 use mcp_authz::time::Timestamp;
 
 /// Exit status for an invalid policy set at start-up.
@@ -282,28 +283,33 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
     set_health(&reporter, ServingStatus::NotServing).await;
     let store = Arc::new(PolicyStore::default());
     let metrics = Arc::new(Metrics::new());
-    let export = ExportConfig::resolve(args.otlp_endpoint.as_deref(), args.otlp_protocol)
-        .map_err(anyhow::Error::msg)?;
-    let (audit, exporter) = match &export {
+    let export = ExportConfig::resolve(
+        args.otlp_endpoint.as_deref(),
+        args.otlp_protocol.map(Into::into),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let (audit, worker) = match &export {
         Some(config) => {
-            let (audit, exporter) =
-                AuditWorker::start(config, metrics.spans_dropped()).map_err(anyhow::Error::msg)?;
+            let started = otlp::start(config, metrics.spans_dropped())?;
             tracing::info!(endpoint = %config.url(), protocol = ?config.protocol, "exporting audit spans over OTLP");
-            (audit, Some(exporter))
+            started
         }
-        None => {
-            let (audit, worker) = Audit::start_log(metrics.spans_dropped(), output, lines)
-                .context("cannot start the audit log thread")?;
-            (audit, Some(worker))
-        }
+        None => line::start(metrics.spans_dropped(), output, lines)
+            .context("cannot start the audit log thread")?,
     };
+    if args.audit_allowed < 1.0 {
+        tracing::info!(
+            ratio = args.audit_allowed,
+            "keeping this fraction of allowed decisions in the audit trail"
+        );
+    }
     let context = CheckContext {
         store: Arc::clone(&store),
         options: Options {
             mode: args.mode.into(),
             max_body_bytes: args.max_body_bytes,
         },
-        audit,
+        audit: audit.keeping_allowed(args.audit_allowed),
         metrics: Arc::clone(&metrics),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -380,9 +386,7 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
     if let Some(admin) = admin {
         let _ = admin.await;
     }
-    if let Some(exporter) = exporter {
-        exporter.shutdown(std::time::Duration::from_secs(5)).await;
-    }
+    worker.shutdown(std::time::Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

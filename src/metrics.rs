@@ -1,7 +1,5 @@
 //! Prometheus metrics (SPEC §4a), every label bounded by the policy set or by enums.
 
-use std::sync::Arc;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -279,9 +277,6 @@ impl Metrics {
         out
     }
 }
-
-/// Shared handle.
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {

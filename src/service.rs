@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::audit::Audit;
 use crate::check::{Options, authorize};
 use crate::ext_proc::{EXT_PROC_SERVICE, ListFilter};
 use crate::metrics::Metrics;
@@ -23,7 +24,6 @@ use crate::proto::ext_proc::external_processor_server::ExternalProcessorServer;
 use crate::reload::PolicyStore;
 use crate::request::CheckInput;
 use crate::response::{EncodedResponse, encode};
-use crate::telemetry::Audit;
 use crate::time::Timestamp;
 
 /// The service name Envoy's active gRPC health check asks for.
@@ -109,6 +109,7 @@ pub async fn serve(
         Arc::clone(&context.store),
         context.options,
         Arc::clone(&context.metrics),
+        context.audit.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let authz = AuthorizationServer::new(AuthzService::new(context))

@@ -152,6 +152,15 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
+impl From<OtlpProtocol> for crate::audit::otlp::Protocol {
+    fn from(protocol: OtlpProtocol) -> Self {
+        match protocol {
+            OtlpProtocol::Grpc => Self::Grpc,
+            OtlpProtocol::HttpProtobuf => Self::HttpProtobuf,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -201,4 +210,16 @@ pub struct ServeArgs {
     /// Plain-HTTP address for /metrics, /healthz and /ready, or `off`.
     #[arg(long, env = "MCP_AUTHZ_ADMIN_LISTEN", default_value = "0.0.0.0:9464", value_parser = parse_admin_listen)]
     pub admin_listen: AdminListen,
+    /// The fraction (0 to 1) of allowed decisions kept in the audit trail, chosen by trace id;
+    /// denials and would-denies are always kept.
+    #[arg(long, env = "MCP_AUTHZ_AUDIT_ALLOWED", value_name = "RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub audit_allowed: f64,
+}
+
+/// A number from 0 to 1.
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("`{value}` is not a number from 0 to 1")),
+    }
 }

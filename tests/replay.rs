@@ -312,8 +312,9 @@ async fn audit_lines_recorded_by_the_service_replay_to_exact_changes() {
     assert!(other >= 2, "start-up lines: {other}");
     assert_eq!(input(&report, "audit_lines"), 10);
     assert_eq!(input(&report, "corrupt_lines"), 0);
-    // Audit lines carry no trace id.
-    assert_eq!(report["changes"][0]["examples"][0]["trace_id"], Value::Null);
+    // Audit lines carry their span's trace id (SPEC §4), as spans do.
+    let trace_id = &report["changes"][0]["examples"][0]["trace_id"];
+    assert_eq!(trace_id.as_str().map(str::len), Some(32), "{trace_id}");
 }
 
 struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);

@@ -23,7 +23,7 @@ async fn policy_unavailable_until_loaded_then_the_swap_applies() {
     let context = mcp_authz::service::CheckContext {
         store: Arc::clone(&store),
         options: Options::default(),
-        audit: mcp_authz::telemetry::Audit::log_only().expect("start the audit log thread"),
+        audit: mcp_authz::audit::line::log_only().expect("start the audit log thread"),
         metrics: Arc::default(),
     };
     let server = tokio::spawn(serve(listener, context, health, async {

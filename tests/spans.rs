@@ -145,6 +145,7 @@ fn text(kv: &KeyValue) -> String {
         Some(Value::StringValue(s)) => s.clone(),
         Some(Value::BoolValue(b)) => b.to_string(),
         Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
         other => format!("{other:?}"),
     }
 }
@@ -222,6 +223,7 @@ async fn allow_deny_and_would_deny_spans_are_exact() {
         ("jsonrpc.request.id", "1"),
         ("http.request.method", "POST"),
         ("url.path", "/demo/mcp"),
+        ("mcp.authz.sample_rate", "1"),
     ];
     let with_common = |pairs: &[(&str, &str)]| {
         let mut all = expected(&common);
@@ -301,6 +303,132 @@ async fn allow_deny_and_would_deny_spans_are_exact() {
             ("gen_ai.tool.name", "upper"),
         ])
     );
+}
+
+/// A Check of `body` on the docs server (which governs prompts and resources) with `headers`.
+fn docs_call(headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    post("/docs/mcp", headers, body)
+}
+
+/// A prompt, a resource, a tool call and an initialize on the docs server, with request ids
+/// 11, "r-2", 3 and 4.
+fn docs_calls() -> Vec<(Vec<(&'static str, &'static str)>, String)> {
+    let bot = ("x-mcp-agent-id", "reader-bot");
+    let transport = ("mcp-session-id", "transport-9");
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2025-06-18"}"#;
+    vec![
+        (
+            vec![bot],
+            format!(
+                r#"{{"jsonrpc":"2.0","id":11,"method":"prompts/get","params":{{"name":"summarize",{meta}}}}}"#
+            ),
+        ),
+        (
+            vec![bot, transport, ("mcp-protocol-version", "2025-11-25")],
+            format!(
+                r#"{{"jsonrpc":"2.0","id":"r-2","method":"resources/read","params":{{"uri":"kb://handbook",{meta}}}}}"#
+            ),
+        ),
+        (
+            vec![bot],
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"search"}}"#
+                .to_string(),
+        ),
+        (
+            vec![
+                ("x-mcp-human-id", "alice"),
+                bot,
+                ("x-mcp-team-id", "support"),
+                ("x-mcp-agent-session", "s-42"),
+                transport,
+            ],
+            r#"{"jsonrpc":"2.0","id":4,"method":"initialize","params":{}}"#.to_string(),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_resource_tool_and_initialize_spans_name_their_target_and_caller() {
+    let (endpoint, spans) = grpc_collector().await;
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--otlp-endpoint", &endpoint],
+    );
+    let channel = server.channel().await;
+    let calls = docs_calls();
+    for (headers, body) in &calls {
+        check_raw(&channel, docs_call(headers, body)).await.unwrap();
+    }
+    let received = wait_spans(&spans, calls.len()).await;
+    assert_eq!(received.len(), calls.len());
+    let by_id = |id: &str| {
+        received
+            .iter()
+            .map(|r| attributes(&r.span))
+            .find(|a| a.get("jsonrpc.request.id").map(String::as_str) == Some(id))
+            .unwrap_or_else(|| panic!("no span for request {id}"))
+    };
+    let targets = ["gen_ai.tool.name", "gen_ai.prompt.name", "mcp.resource.uri"];
+    let only = |attributes: &BTreeMap<String, String>, key: &str, value: &str| {
+        assert_eq!(
+            attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+        for other in targets.iter().filter(|t| **t != key) {
+            assert!(
+                !attributes.contains_key(*other),
+                "{other} in {attributes:?}"
+            );
+        }
+    };
+
+    let prompt = by_id("11");
+    only(&prompt, "gen_ai.prompt.name", "summarize");
+    assert_eq!(prompt["mcp.method.name"], "prompts/get");
+    assert_eq!(prompt["mcp.authz.reason"], "allowed");
+    assert_eq!(prompt["mcp.protocol.version"], "2025-06-18", "from _meta");
+    assert_eq!(prompt["mcp.subject.agent_id"], "reader-bot");
+    assert!(!prompt.contains_key("mcp.session.id"));
+
+    let resource = by_id("r-2");
+    only(&resource, "mcp.resource.uri", "kb://handbook");
+    assert_eq!(resource["mcp.method.name"], "resources/read");
+    assert_eq!(
+        resource["mcp.protocol.version"], "2025-11-25",
+        "the header first"
+    );
+    assert_eq!(resource["mcp.session.id"], "transport-9");
+    assert!(!resource.contains_key("mcp.authz.session_id"));
+
+    let tool = by_id("3");
+    only(&tool, "gen_ai.tool.name", "search");
+    assert!(!tool.contains_key("mcp.protocol.version"));
+
+    // initialize needs no identity, and its caller is recorded all the same.
+    let initialize = by_id("4");
+    for (key, value) in [
+        ("mcp.method.name", "initialize"),
+        ("mcp.authz.decision", "allow"),
+        ("enduser.id", "alice"),
+        ("mcp.subject.agent_id", "reader-bot"),
+        ("mcp.subject.team_id", "support"),
+        ("mcp.authz.session_id", "s-42"),
+        ("mcp.session.id", "transport-9"),
+        ("mcp.server.name", "docs"),
+    ] {
+        assert_eq!(
+            initialize.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    for attributes in [prompt, resource, tool, initialize] {
+        assert_eq!(attributes["mcp.authz.sample_rate"], "1");
+        for target in targets {
+            assert_ne!(attributes.get(target).map(String::as_str), Some(""));
+        }
+    }
 }
 
 const GRPC_PARENT: &str = "00-11111111111111111111111111111111-1111111111111111-01";
@@ -578,4 +706,399 @@ async fn without_an_endpoint_each_decision_is_one_log_line() {
             assert!(line.contains("would_deny=true"), "{line}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lines_carry_what_spans_do() {
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--log-format", "json"],
+    );
+    let channel = server.channel().await;
+    let calls = docs_calls();
+    let parent = "00-5555555555555555555555555555aaaa-5555555555555555-01";
+    for (i, (headers, body)) in calls.iter().enumerate() {
+        let metadata: Vec<(&'static str, &str)> = if i == 2 {
+            vec![("traceparent", parent)]
+        } else {
+            vec![]
+        };
+        check_with_metadata(&channel, docs_call(headers, body), &metadata)
+            .await
+            .unwrap();
+    }
+    assert!(server.wait_log(r#""request_id":"4""#, 1, Duration::from_secs(5)));
+    let line = |id: &str| -> serde_json::Value {
+        let line = server
+            .find_log(&format!(r#""request_id":"{id}""#))
+            .unwrap_or_else(|| panic!("no line for request {id}"));
+        serde_json::from_str(&line).unwrap()
+    };
+    let prompt = line("11");
+    assert_eq!(prompt["prompt"], "summarize");
+    assert_eq!(prompt["protocol_version"], "2025-06-18");
+    assert!(prompt.get("tool").is_none() && prompt.get("resource").is_none());
+    let resource = line("r-2");
+    assert_eq!(resource["resource"], "kb://handbook");
+    assert_eq!(resource["protocol_version"], "2025-11-25");
+    assert_eq!(resource["mcp_session_id"], "transport-9");
+    assert!(resource.get("tool").is_none() && resource.get("prompt").is_none());
+    let tool = line("3");
+    assert_eq!(tool["tool"], "search");
+    assert_eq!(tool["trace_id"], "5555555555555555555555555555aaaa");
+    let initialize = line("4");
+    for (key, value) in [
+        ("method", "initialize"),
+        ("human", "alice"),
+        ("agent", "reader-bot"),
+        ("team", "support"),
+        ("session_id", "s-42"),
+        ("mcp_session_id", "transport-9"),
+    ] {
+        assert_eq!(initialize[key], value, "{key}");
+    }
+    for json in [prompt, resource, tool, initialize] {
+        assert_eq!(json["sample_rate"], 1, "{json}");
+        assert_eq!(json["trace_id"].as_str().map(str::len), Some(32), "{json}");
+        let start = json["start_time"].as_str().unwrap();
+        let end = json["timestamp"].as_str().unwrap();
+        assert!(start <= end, "{start} then {end}");
+        assert!(json.get("principal").is_none(), "header auth: {json}");
+    }
+}
+
+/// A tools/call of `echo` (allowed for h1/a1) in the trace of `traceparent`.
+fn echo_in_trace(id: &str, traceparent: &str) -> Vec<u8> {
+    let headers = [
+        ("x-mcp-human-id", "h1"),
+        ("x-mcp-agent-id", "a1"),
+        ("traceparent", traceparent),
+    ];
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"echo"}}}}"#
+    );
+    post("/demo/mcp", &headers, &body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_allowed_zero_keeps_every_denial_and_would_deny_and_no_allow() {
+    let (endpoint, spans) = grpc_collector().await;
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--audit-allowed",
+            "0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let channel = server.channel().await;
+    for _ in 0..20 {
+        check_raw(&channel, vector("04-echo-allowed.bin"))
+            .await
+            .unwrap();
+    }
+    check_raw(
+        &channel,
+        vector("06-destructive-not-in-allowed-side-effects.bin"),
+    )
+    .await
+    .unwrap();
+    // The would-deny comes last: records are exported in order, so once it arrived every
+    // record before it would have.
+    check_raw(&channel, vector("12-monitor-grant-trust-too-low.bin"))
+        .await
+        .unwrap();
+    let received = wait_spans(&spans, 2).await;
+    let kept: Vec<_> = received.iter().map(|r| attributes(&r.span)).collect();
+    let reasons: Vec<&str> = kept
+        .iter()
+        .map(|a| a["mcp.authz.reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["side_effect_not_allowed", "trust_too_low"]);
+    assert!(kept.iter().all(|a| a["mcp.authz.sample_rate"] == "1"));
+    // Metrics count every decision, kept or not.
+    let (_, metrics) = common::http_get(&common::admin_addr(&server), "/metrics");
+    let allowed = r#"mcp_authz_decisions_total{server="mcp-servers/demo",decision="allow",reason="allowed",mode="enforce"} 20"#;
+    assert!(metrics.contains(allowed), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_allowed_keeps_or_drops_the_checks_of_a_trace_together() {
+    let (endpoint, spans) = grpc_collector().await;
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--otlp-endpoint", &endpoint, "--audit-allowed", "0.5"],
+    );
+    let channel = server.channel().await;
+    // Last 7 bytes 0x00…01 < 2^55: kept; 0xff…ff ≥ 2^55: dropped.
+    let kept = "00-0123456789abcdef0100000000000001-1111111111111111-01";
+    let dropped = "00-0123456789abcdef01ffffffffffffff-2222222222222222-01";
+    for i in 0..3 {
+        for (name, parent) in [("kept", kept), ("dropped", dropped)] {
+            check_raw(&channel, echo_in_trace(&format!("{name}-{i}"), parent))
+                .await
+                .unwrap();
+        }
+    }
+    // A denial in the dropped trace is kept all the same, and comes last.
+    let headers = [("x-mcp-agent-id", "a1"), ("traceparent", dropped)];
+    let body =
+        r#"{"jsonrpc":"2.0","id":"denied","method":"tools/call","params":{"name":"delete_row"}}"#;
+    check_raw(&channel, post("/demo/mcp", &headers, body))
+        .await
+        .unwrap();
+    let received = wait_spans(&spans, 4).await;
+    let mut ids: Vec<(String, String, String)> = received
+        .iter()
+        .map(|r| {
+            let a = attributes(&r.span);
+            (
+                a["jsonrpc.request.id"].clone(),
+                hex(&r.span.trace_id),
+                a["mcp.authz.sample_rate"].clone(),
+            )
+        })
+        .collect();
+    ids.sort();
+    let trace = |t: &str| t.split('-').nth(1).unwrap().to_string();
+    let want = |id: &str, t: &str, rate: &str| (id.to_string(), trace(t), rate.to_string());
+    assert_eq!(
+        ids,
+        [
+            want("denied", dropped, "1"),
+            want("kept-0", kept, "0.5"),
+            want("kept-1", kept, "0.5"),
+            want("kept-2", kept, "0.5"),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_allowed_one_keeps_every_line_and_invalid_ratios_are_refused() {
+    let server = Server::start(
+        &conformance_dir().join("policies"),
+        &["--log-format", "json", "--audit-allowed", "1"],
+    );
+    let channel = server.channel().await;
+    for _ in 0..10 {
+        check_raw(&channel, vector("04-echo-allowed.bin"))
+            .await
+            .unwrap();
+    }
+    assert!(server.wait_log(r#""message":"decision""#, 10, Duration::from_secs(5)));
+    let line = server.find_log(r#""message":"decision""#).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["sample_rate"], 1);
+
+    for bad in ["1.5", "-0.1", "half", "NaN"] {
+        let output = std::process::Command::new(BIN)
+            .args([
+                "serve",
+                "--policy-dir",
+                "unused",
+                &format!("--audit-allowed={bad}"),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("is not a number from 0 to 1"), "{stderr}");
+    }
+    let output = std::process::Command::new(BIN)
+        .args(["serve", "--policy-dir", "unused"])
+        .env("MCP_AUTHZ_AUDIT_ALLOWED", "2")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// One ext_proc exchange for a `tools/list` on deploy/policies' demo server by `caller`,
+/// answered with four tools; returns the replies.
+async fn filtered_list(
+    channel: &tonic::transport::Channel,
+    caller: &[(&str, &str)],
+    request_body: &str,
+) -> Vec<mcp_authz::proto::ext_proc::ProcessingResponse> {
+    use mcp_authz::proto::core::{HeaderMap, HeaderValue};
+    use mcp_authz::proto::ext_proc::external_processor_client::ExternalProcessorClient;
+    use mcp_authz::proto::ext_proc::processing_request::Request;
+    use mcp_authz::proto::ext_proc::{HttpBody, HttpHeaders, ProcessingRequest};
+
+    let headers = |pairs: &[(&str, &str)]| HttpHeaders {
+        headers: Some(HeaderMap {
+            headers: pairs
+                .iter()
+                .map(|(k, v)| HeaderValue {
+                    key: k.to_string(),
+                    value: String::new(),
+                    raw_value: v.as_bytes().to_vec(),
+                })
+                .collect(),
+        }),
+        end_of_stream: false,
+    };
+    let body = |text: &str| HttpBody {
+        body: text.as_bytes().to_vec(),
+        end_of_stream: true,
+    };
+    let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"search"},{"name":"summarize"},{"name":"create_ticket"},{"name":"delete_ticket"}]}}"#;
+    let mut request = vec![(":method", "POST"), (":path", "/demo/mcp")];
+    request.extend_from_slice(caller);
+    let messages = [
+        Request::RequestHeaders(headers(&request)),
+        Request::RequestBody(body(request_body)),
+        Request::ResponseHeaders(headers(&[
+            (":status", "200"),
+            ("content-type", "application/json"),
+        ])),
+        Request::ResponseBody(body(answer)),
+    ]
+    .map(|request| ProcessingRequest {
+        request: Some(request),
+        ..ProcessingRequest::default()
+    });
+    let mut replies = ExternalProcessorClient::new(channel.clone())
+        .process(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(reply) = replies.message().await.unwrap() {
+        out.push(reply);
+    }
+    out
+}
+
+fn strings(span: &Span, key: &str) -> Option<Vec<String>> {
+    let kv = span.attributes.iter().find(|kv| kv.key == key)?;
+    match kv.value.as_ref()?.value.as_ref()? {
+        Value::ArrayValue(array) => Some(
+            array
+                .values
+                .iter()
+                .map(|v| match &v.value {
+                    Some(Value::StringValue(s)) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_list_is_one_filter_span() {
+    let (endpoint, spans) = grpc_collector().await;
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/policies");
+    let server = Server::start(&policies, &["--otlp-endpoint", &endpoint]);
+    let channel = server.channel().await;
+    let header_parent = "00-44444444444444444444444444444444-4444444444444444-01";
+    let replies = filtered_list(
+        &channel,
+        &[
+            ("x-mcp-agent-id", "support-bot"),
+            ("x-mcp-team-id", "support"),
+            ("traceparent", header_parent),
+        ],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(replies.len(), 4, "every message answered");
+    let meta_parent = "00-66666666666666666666666666666666-6666666666666666-01";
+    filtered_list(
+        &channel,
+        &[("x-mcp-agent-id", "triage-bot")],
+        &format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{{"_meta":{{"traceparent":"{meta_parent}"}}}}}}"#
+        ),
+    )
+    .await;
+    let received = wait_spans(&spans, 2).await;
+    assert_eq!(
+        received.len(),
+        2,
+        "one span per filtered list, no Check span"
+    );
+    let by_agent = |agent: &str| {
+        received
+            .iter()
+            .find(|r| {
+                attributes(&r.span)
+                    .get("mcp.subject.agent_id")
+                    .map(String::as_str)
+                    == Some(agent)
+            })
+            .unwrap_or_else(|| panic!("no span for {agent}"))
+            .span
+            .clone()
+    };
+    let revision = mcp_authz::policy::load_paths(&[policies]).unwrap().revision;
+
+    let support = by_agent("support-bot");
+    assert_eq!(support.name, "mcp.authz.filter");
+    assert_eq!(support.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&support.trace_id), "44444444444444444444444444444444");
+    assert_eq!(hex(&support.parent_span_id), "4444444444444444");
+    let mut want = expected(&[
+        ("mcp.method.name", "tools/list"),
+        ("mcp.server.name", "demo"),
+        ("mcp.server.namespace", "mcp"),
+        ("mcp.subject.agent_id", "support-bot"),
+        ("mcp.subject.team_id", "support"),
+        ("mcp.authz.policy_revision", &revision),
+        ("mcp.authz.mode", "enforce"),
+        ("mcp.authz.listed", "3"),
+        ("mcp.authz.hidden", "1"),
+        ("mcp.authz.would_hide", "0"),
+    ]);
+    let mut got = attributes(&support);
+    got.remove("mcp.authz.hidden_names");
+    assert_eq!(got, want);
+    assert_eq!(
+        strings(&support, "mcp.authz.hidden_names"),
+        Some(vec!["delete_ticket".to_string()])
+    );
+
+    let triage = by_agent("triage-bot");
+    assert_eq!(hex(&triage.trace_id), "66666666666666666666666666666666");
+    let got = attributes(&triage);
+    want = expected(&[
+        ("mcp.authz.mode", "monitor"),
+        ("mcp.authz.listed", "4"),
+        ("mcp.authz.hidden", "0"),
+        ("mcp.authz.would_hide", "3"),
+    ]);
+    for (key, value) in &want {
+        assert_eq!(got.get(key), Some(value), "{key}");
+    }
+    assert_eq!(strings(&triage, "mcp.authz.hidden_names"), Some(vec![]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_endpoint_a_filtered_list_is_one_log_line() {
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/policies");
+    let server = Server::start(&policies, &["--log-format", "json"]);
+    let channel = server.channel().await;
+    filtered_list(
+        &channel,
+        &[
+            ("x-mcp-agent-id", "support-bot"),
+            ("x-mcp-team-id", "support"),
+        ],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )
+    .await;
+    assert!(server.wait_log("list filtered", 1, Duration::from_secs(5)));
+    let line: serde_json::Value =
+        serde_json::from_str(&server.find_log("list filtered").unwrap()).unwrap();
+    assert_eq!(line["target"], "mcp_authz::audit");
+    assert_eq!(line["method"], "tools/list");
+    assert_eq!(line["server"], "mcp/demo");
+    assert_eq!(line["agent"], "support-bot");
+    assert_eq!((&line["listed"], &line["hidden"]), (&3.into(), &1.into()));
+    assert_eq!(line["hidden_names"], serde_json::json!(["delete_ticket"]));
+    assert_eq!(server.count_log("list filtered"), 1);
 }

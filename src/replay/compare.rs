@@ -351,8 +351,8 @@ impl Policy {
         })
     }
 
-    /// In mtls mode the caller is the session the principal names: the principal is rebuilt
-    /// from the recorded session (`namespace/name`) and resolved as the service would.
+    /// In mtls mode the caller is the session the principal names: the recorded principal, else
+    /// one rebuilt from the recorded session (`namespace/name`), resolved as the service would.
     /// `Err(None)` when the record does not name it.
     fn mtls_caller<'a>(
         &'a self,
@@ -361,14 +361,19 @@ impl Policy {
         session_id: Option<&str>,
         now: Timestamp,
     ) -> Result<Caller<'a>, Option<Reason>> {
-        let namespace = record
-            .text(Field::Session)
-            .and_then(|s| s.split_once('/'))
-            .map(|(namespace, _)| namespace)
-            .ok_or(None)?;
-        let name = session_id.ok_or(None)?;
-        let trust_domain = server.server.auth.trust_domain.as_deref().unwrap_or("");
-        let principal = format!("spiffe://{trust_domain}/ns/{namespace}/session/{name}");
+        let principal = match record.text(Field::Principal).filter(|p| !p.is_empty()) {
+            Some(principal) => principal.to_string(),
+            None => {
+                let namespace = record
+                    .text(Field::Session)
+                    .and_then(|s| s.split_once('/'))
+                    .map(|(namespace, _)| namespace)
+                    .ok_or(None)?;
+                let name = session_id.ok_or(None)?;
+                let trust_domain = server.server.auth.trust_domain.as_deref().unwrap_or("");
+                format!("spiffe://{trust_domain}/ns/{namespace}/session/{name}")
+            }
+        };
         let input = CheckInput {
             principal: &principal,
             ..CheckInput::default()

@@ -2,21 +2,11 @@
 //! field in the service's JSON audit line. Every key name replay reads is here, taken from the
 //! audit code wherever it defines one.
 
+use crate::audit::{SPAN_NAME, attr, line_key};
 use crate::logging::AUDIT_TARGET;
-use crate::telemetry::{SPAN_NAME, attr};
 
 /// The span name of a Check.
 pub const CHECK_SPAN: &str = SPAN_NAME;
-
-/// Attributes of SPEC §4 that the audit code does not record yet: replay reads them when
-/// present and does without them otherwise.
-pub mod spec {
-    /// The MCPAgentSession id as sent; in the first edition it was `mcp.session.id`.
-    pub const AUTHZ_SESSION_ID: &str = "mcp.authz.session_id";
-    pub const SAMPLE_RATE: &str = "mcp.authz.sample_rate";
-    pub const PROMPT_NAME: &str = "gen_ai.prompt.name";
-    pub const RESOURCE_URI: &str = "mcp.resource.uri";
-}
 
 /// What replay reads of a record, besides its time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +38,8 @@ pub enum Field {
     TraceId,
     /// A bool: the denial was let through.
     WouldDeny,
+    /// The SPIFFE principal of an mtls server's caller (audit lines).
+    Principal,
     /// A number: the fraction of such decisions recorded (SPEC §4b).
     SampleRate,
 }
@@ -70,48 +62,51 @@ pub fn span_field(key: &str) -> Option<Field> {
         attr::AGENT_ID => Field::Agent,
         attr::TEAM_ID => Field::Team,
         attr::SESSION_ID => Field::TransportSession,
-        spec::AUTHZ_SESSION_ID => Field::AgentSession,
+        attr::AUTHZ_SESSION_ID => Field::AgentSession,
         attr::METHOD_NAME => Field::Method,
         attr::TOOL_NAME => Field::Tool,
-        spec::PROMPT_NAME => Field::Prompt,
-        spec::RESOURCE_URI => Field::Resource,
+        attr::PROMPT_NAME => Field::Prompt,
+        attr::RESOURCE_URI => Field::Resource,
         attr::REQUEST_ID => Field::RequestId,
         attr::HTTP_METHOD => Field::HttpMethod,
         attr::URL_PATH => Field::Path,
-        spec::SAMPLE_RATE => Field::SampleRate,
+        attr::SAMPLE_RATE => Field::SampleRate,
         _ => return None,
     })
 }
 
 /// An audit line: `"message":"decision"` of the audit target.
-pub const LINE_MESSAGE: (&str, &str) = ("message", "decision");
+pub const LINE_MESSAGE: (&str, &str) = ("message", crate::audit::line::DECISION_MESSAGE);
 pub const LINE_TARGET: (&str, &str) = ("target", AUDIT_TARGET);
 /// The line's time: when the Check ended, in microseconds.
 pub const LINE_TIME: &str = "timestamp";
+/// When the Check started, which replay decides at when a line carries it.
+pub const LINE_START_TIME: &str = line_key::START_TIME;
 
-/// The field of an audit line's key (the names `audit_line::write` gives them).
+/// The field of an audit line's key (the names `line::write` gives them).
 pub fn line_field(key: &str) -> Option<Field> {
     Some(match key {
-        "decision" => Field::Decision,
-        "reason" => Field::Reason,
-        "would_deny" => Field::WouldDeny,
-        "grant" => Field::Grant,
-        "session" => Field::Session,
-        "server" => Field::Server,
-        "human" => Field::Human,
-        "agent" => Field::Agent,
-        "team" => Field::Team,
-        // Lines never carried the transport session: this is the MCPAgentSession id.
-        "session_id" => Field::AgentSession,
-        "method" => Field::Method,
-        "tool" => Field::Tool,
-        "prompt" => Field::Prompt,
-        "resource" => Field::Resource,
-        "request_id" => Field::RequestId,
-        "http_method" => Field::HttpMethod,
-        "path" => Field::Path,
-        "trace_id" => Field::TraceId,
-        "sample_rate" => Field::SampleRate,
+        line_key::DECISION => Field::Decision,
+        line_key::REASON => Field::Reason,
+        line_key::WOULD_DENY => Field::WouldDeny,
+        line_key::GRANT => Field::Grant,
+        line_key::SESSION => Field::Session,
+        line_key::SERVER => Field::Server,
+        line_key::HUMAN => Field::Human,
+        line_key::AGENT => Field::Agent,
+        line_key::TEAM => Field::Team,
+        line_key::AGENT_SESSION => Field::AgentSession,
+        line_key::TRANSPORT_SESSION => Field::TransportSession,
+        line_key::METHOD => Field::Method,
+        line_key::TOOL => Field::Tool,
+        line_key::PROMPT => Field::Prompt,
+        line_key::RESOURCE => Field::Resource,
+        line_key::REQUEST_ID => Field::RequestId,
+        line_key::HTTP_METHOD => Field::HttpMethod,
+        line_key::PATH => Field::Path,
+        line_key::PRINCIPAL => Field::Principal,
+        line_key::TRACE_ID => Field::TraceId,
+        line_key::SAMPLE_RATE => Field::SampleRate,
         _ => return None,
     })
 }
@@ -119,12 +114,12 @@ pub fn line_field(key: &str) -> Option<Field> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit_line::{self, LineFormat};
+    use crate::audit::AuditRecord;
+    use crate::audit::line::{self, LineFormat};
     use crate::check::{Options, authorize};
     use crate::policy::{Primitive, Snapshot, load_paths};
     use crate::replay::read::{LineKind, Position, Record, Shape, Sink, read_line};
     use crate::request::{CheckInput, Headers};
-    use crate::telemetry::AuditRecord;
     use crate::time::Timestamp;
     use opentelemetry::Value;
     use std::time::{Duration, SystemTime};
@@ -165,7 +160,7 @@ mod tests {
             json: true,
             ansi: false,
         };
-        audit_line::write(&record, format, &mut line);
+        line::write(&record, format, &mut line);
         let from_line = read_back(
             std::str::from_utf8(&line).unwrap().trim_end(),
             Shape::AuditLine,
@@ -178,6 +173,7 @@ mod tests {
                 let value = match kv.value {
                     Value::Bool(b) => serde_json::json!({"boolValue": b}),
                     Value::I64(n) => serde_json::json!({"intValue": n.to_string()}),
+                    Value::F64(n) => serde_json::json!({"doubleValue": n}),
                     other => serde_json::json!({"stringValue": other.as_str()}),
                 };
                 serde_json::json!({"key": kv.key.as_str(), "value": value})
@@ -190,8 +186,13 @@ mod tests {
         }]}]}]});
         let from_span = read_back(&span.to_string(), Shape::Otlp);
 
+        assert_eq!(
+            from_line.text(Field::TraceId),
+            Some(record.ids.trace_hex().as_str())
+        );
         for read in [&from_line, &from_span] {
             assert_eq!(read.time, Some(now));
+            assert_eq!(read.sample_rate, Some(1.0));
             assert_eq!(read.would_deny, Some(false));
             assert_eq!(read.server().as_deref(), Some("mcp/vault"));
             assert_eq!(read.agent_session(), Some("s-7"));

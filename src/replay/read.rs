@@ -593,6 +593,7 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
         let mut shape = Shape::Other;
         let mut line = Record::default();
         let (mut message, mut target) = (false, true);
+        let mut started = None;
         while let Some(Str(key)) = map.next_key()? {
             match &*key {
                 "resourceSpans" => {
@@ -613,6 +614,10 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
                     let time: Scalar = map.next_value()?;
                     line.time = time.text().and_then(|t| Timestamp::parse_rfc3339(&t).ok());
                 }
+                keys::LINE_START_TIME => {
+                    let time: Scalar = map.next_value()?;
+                    started = time.text().and_then(|t| Timestamp::parse_rfc3339(&t).ok());
+                }
                 key if key == keys::LINE_MESSAGE.0 => {
                     let value: Scalar = map.next_value()?;
                     message = value.text().as_deref() == Some(keys::LINE_MESSAGE.1);
@@ -630,6 +635,8 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
             }
         }
         if shape == Shape::Other && message && target {
+            // A Check is decided at its start; first-edition lines carry only the end.
+            line.time = started.or(line.time);
             self.0.push(line);
             shape = Shape::AuditLine;
         }

@@ -7,8 +7,13 @@
 
 use std::io::Write;
 
-use crate::logging::AUDIT_TARGET;
-use crate::telemetry::{AuditRecord, RequestText};
+use prometheus_client::metrics::counter::Counter;
+
+use super::{
+    Audit, AuditError, AuditRecord, AuditWorker, FilterRecord, Recorded, RequestText, Sink,
+    Undelivered, line_key as key,
+};
+use crate::logging::{AUDIT_TARGET, Output};
 use crate::time::{Micros, Timestamp};
 
 /// How lines look: text (optionally coloured for a terminal) or one JSON object each.
@@ -21,52 +26,96 @@ pub struct LineFormat {
 /// Appends `record`'s line (ending in a newline) to `out`.
 pub fn write(record: &AuditRecord, format: LineFormat, out: &mut Vec<u8>) {
     let mut line = Line { out, format };
-    line.start(&Micros(Timestamp::from_system(record.ended)));
-    line.string("decision", record.decision.as_str());
-    line.string("reason", record.reason.as_str());
+    line.start(
+        &Micros(Timestamp::from_system(record.ended)),
+        DECISION_MESSAGE,
+    );
+    line.string(key::DECISION, record.decision.as_str());
+    line.string(key::REASON, record.reason.as_str());
     line.raw(
-        "would_deny",
+        key::WOULD_DENY,
         if record.would_deny { "true" } else { "false" },
     );
-    line.string("mode", record.mode.as_str());
-    line.name("status_code");
+    line.string(key::MODE, record.mode.as_str());
+    line.name(key::STATUS_CODE);
     let _ = write!(line.out, "{}", record.status_code);
     if let Some(server) = &record.server {
-        line.string("server", &server.full);
+        line.string(key::SERVER, &server.full);
     }
-    line.optional("grant", record.grant.as_deref());
-    line.optional("session", record.session.as_deref());
-    for (name, which) in [
-        ("human", RequestText::Human),
-        ("agent", RequestText::Agent),
-        ("team", RequestText::Team),
-        ("session_id", RequestText::SessionId),
-        ("method", RequestText::Method),
-        ("tool", RequestText::Tool),
-        ("request_id", RequestText::RequestId),
-        ("http_method", RequestText::HttpMethod),
-        ("path", RequestText::Path),
-    ] {
-        line.optional(name, record.text(which));
+    line.optional(key::GRANT, record.grant.as_deref());
+    line.optional(key::SESSION, record.session.as_deref());
+    for which in RequestText::ALL {
+        line.optional(which.line_key(), record.text(which));
     }
     line.optional(
-        "required_trust",
+        key::REQUIRED_TRUST,
         record.required_trust().map(|t| t.as_str()),
     );
     if let Some(trust) = record.trust {
-        line.string("admin_trust", trust.admin.as_str());
-        line.string("consented_trust", trust.consented.as_str());
-        line.string("effective_trust", trust.effective.as_str());
+        line.string(key::ADMIN_TRUST, trust.admin.as_str());
+        line.string(key::CONSENTED_TRUST, trust.consented.as_str());
+        line.string(key::EFFECTIVE_TRUST, trust.effective.as_str());
     }
     if let Some(tool) = record.tool {
         line.string(
-            "required_side_effect",
+            key::REQUIRED_SIDE_EFFECT,
             tool.side_effect.map_or("", |e| e.as_str()),
         );
-        line.optional("risk_level", tool.risk_level.map(|r| r.as_str()));
+        line.optional(key::RISK_LEVEL, tool.risk_level.map(|r| r.as_str()));
     }
-    line.optional("policy_version", record.policy_version.as_deref());
-    line.string("policy_revision", record.revision.as_deref().unwrap_or(""));
+    line.optional(key::POLICY_VERSION, record.policy_version.as_deref());
+    line.string(
+        key::POLICY_REVISION,
+        record.revision.as_deref().unwrap_or(""),
+    );
+    line.name(key::SAMPLE_RATE);
+    let _ = write!(line.out, "{}", record.sample_rate);
+    line.string(key::TRACE_ID, &record.ids.trace_hex());
+    line.string(
+        key::START_TIME,
+        &Micros(Timestamp::from_system(record.started)).to_string(),
+    );
+    line.end();
+}
+
+/// The message of a Check's line (what replay looks for) and of a filtered list's.
+pub const DECISION_MESSAGE: &str = "decision";
+pub const FILTER_MESSAGE: &str = "list filtered";
+
+/// Appends the line of a filtered list (SPEC §7) to `out`: what its span carries.
+pub fn write_filter(record: &FilterRecord, format: LineFormat, out: &mut Vec<u8>) {
+    let mut line = Line { out, format };
+    line.start(
+        &Micros(Timestamp::from_system(record.ended)),
+        FILTER_MESSAGE,
+    );
+    line.string(key::METHOD, record.method);
+    line.string(key::SERVER, &record.server.full);
+    for (_, name, value) in record.caller() {
+        line.optional(name, value);
+    }
+    line.string(key::POLICY_REVISION, &record.revision);
+    line.string(key::MODE, record.mode.as_str());
+    for (name, count) in [
+        (key::LISTED, record.listed),
+        (key::HIDDEN, record.hidden),
+        (key::WOULD_HIDE, record.would_hide),
+    ] {
+        line.name(name);
+        let _ = write!(line.out, "{count}");
+    }
+    line.name(key::HIDDEN_NAMES);
+    line.out.push(b'[');
+    for (i, name) in record.hidden_names.iter().enumerate() {
+        if i > 0 {
+            line.out.push(b',');
+        }
+        line.out.push(b'"');
+        escape(name, format.json, line.out);
+        line.out.push(b'"');
+    }
+    line.out.push(b']');
+    line.string(key::TRACE_ID, &record.ids.trace_hex());
     line.end();
 }
 
@@ -77,26 +126,30 @@ struct Line<'a> {
 
 // Writes into a Vec<u8> cannot fail.
 impl Line<'_> {
-    fn start(&mut self, time: &Micros) {
+    fn start(&mut self, time: &Micros, message: &str) {
         let out = &mut *self.out;
         match (self.format.json, self.format.ansi) {
             (true, _) => {
                 out.extend_from_slice(br#"{"timestamp":""#);
                 time.0.write_micros(out);
-                out.extend_from_slice(br#"","level":"INFO","message":"decision""#);
+                out.extend_from_slice(br#"","level":"INFO","message":""#);
+                out.extend_from_slice(message.as_bytes());
+                out.push(b'"');
             }
             (false, false) => {
                 time.0.write_micros(out);
                 out.extend_from_slice(b"  INFO ");
                 out.extend_from_slice(AUDIT_TARGET.as_bytes());
-                out.extend_from_slice(b": decision");
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(message.as_bytes());
             }
             (false, true) => {
                 out.extend_from_slice(b"\x1b[2m");
                 time.0.write_micros(out);
                 out.extend_from_slice(b"\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2m");
                 out.extend_from_slice(AUDIT_TARGET.as_bytes());
-                out.extend_from_slice(b"\x1b[0m\x1b[2m:\x1b[0m decision");
+                out.extend_from_slice(b"\x1b[0m\x1b[2m:\x1b[0m ");
+                out.extend_from_slice(message.as_bytes());
             }
         }
     }
@@ -194,6 +247,59 @@ const ESCAPED: [bool; 256] = {
     table[0x7f] = true;
     table
 };
+
+/// Logs each decision on a background thread, one `format` line each, written to `output`
+/// batch by batch; drops are counted in `dropped`.
+pub fn start(
+    dropped: Counter,
+    output: Output,
+    format: LineFormat,
+) -> Result<(Audit, AuditWorker), AuditError> {
+    AuditWorker::start("audit-log", dropped, move || {
+        Ok(LineSink {
+            output,
+            format,
+            text: Vec::with_capacity(64 * 1024),
+        })
+    })
+}
+
+/// Logs each decision as a text line; the worker ends with the last `Audit`.
+pub fn log_only() -> Result<Audit, AuditError> {
+    let (audit, worker) = start(Counter::default(), Output::default(), LineFormat::default())?;
+    // Detached: the worker thread ends when the last sender is gone.
+    drop(worker);
+    Ok(audit)
+}
+
+/// Writes each batch's lines to the output at once.
+struct LineSink {
+    output: Output,
+    format: LineFormat,
+    text: Vec<u8>,
+}
+
+impl Sink for LineSink {
+    const WHAT: &'static str = "audit lines";
+
+    fn deliver(&mut self, batch: &mut Vec<Recorded>) -> Result<(), Undelivered> {
+        // Audit lines are info events of their own target, so RUST_LOG=warn silences them.
+        if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
+            for record in batch.iter() {
+                match record {
+                    Recorded::Check(record) => write(record, self.format, &mut self.text),
+                    Recorded::Filter(record) => write_filter(record, self.format, &mut self.text),
+                }
+            }
+            if !self.text.is_empty() {
+                self.output.write_all(&self.text);
+                self.text.clear();
+            }
+        }
+        batch.clear();
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests {
