@@ -48,6 +48,7 @@ pub mod filter;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod otlp_config;
 pub mod policy;
 pub mod proto;
 pub mod reload;

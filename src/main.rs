@@ -19,6 +19,7 @@ use mcp_authz::explain;
 use mcp_authz::identity::Caller;
 use mcp_authz::logging::Output;
 use mcp_authz::metrics::Metrics;
+use mcp_authz::otlp_config::ExportConfig;
 use mcp_authz::policy::Snapshot;
 use mcp_authz::policy::snapshot::Identity;
 use mcp_authz::policy::{LoadError, Severity, load_paths};
@@ -30,7 +31,7 @@ use mcp_authz::service::{CheckContext, serve, set_health};
 use mcp_authz::settings::{
     AdminListen, CheckArgs, Cli, Command, FailOn, LogFormat, ReplayArgs, ReportFormat, ServeArgs,
 };
-use mcp_authz::telemetry::{Audit, AuditWorker, ExportConfig};
+use mcp_authz::telemetry::{Audit, AuditWorker};
 use mcp_authz::time::Timestamp;
 
 /// Exit status for an invalid policy set at start-up.

@@ -15,8 +15,6 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter, SpanLinks,
 };
@@ -25,9 +23,9 @@ use prometheus_client::metrics::counter::Counter;
 use crate::audit_line::{self, LineFormat};
 use crate::decision::{Decision, Reason, ToolFacts, TrustFigures, Verdict};
 use crate::logging::{AUDIT_TARGET, Output};
+use crate::otlp_config::ExportConfig;
 use crate::policy::{Mode, ObjectKey, Text, Trust};
 use crate::request::CheckInput;
-use crate::settings::OtlpProtocol;
 
 pub const SPAN_NAME: &str = "mcp.authz.check";
 /// Spans waiting for export; beyond this they are dropped and counted.
@@ -37,7 +35,7 @@ const MAX_BATCH: usize = 512;
 const PROBE: usize = 64;
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(8);
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How often the workers look at the queue.
 const POLL: Duration = Duration::from_millis(20);
@@ -501,58 +499,6 @@ static SCOPE: std::sync::LazyLock<InstrumentationScope> = std::sync::LazyLock::n
         .build()
 });
 
-/// Where and how to export.
-#[derive(Debug, Clone)]
-pub struct ExportConfig {
-    pub endpoint: String,
-    pub protocol: OtlpProtocol,
-    pub service_name: String,
-}
-
-impl ExportConfig {
-    /// From the flags, else the OpenTelemetry environment variables; `None` without an endpoint.
-    pub fn resolve(
-        endpoint: Option<&str>,
-        protocol: Option<OtlpProtocol>,
-    ) -> Result<Option<Self>, String> {
-        let env = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let Some(endpoint) = endpoint
-            .map(str::to_string)
-            .filter(|e| !e.trim().is_empty())
-            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        else {
-            return Ok(None);
-        };
-        let protocol = match protocol {
-            Some(p) => p,
-            None => match env("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
-                None | Some("grpc") => OtlpProtocol::Grpc,
-                Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
-                Some(other) => {
-                    return Err(format!(
-                        "OTEL_EXPORTER_OTLP_PROTOCOL `{other}` is not `grpc` or `http/protobuf`"
-                    ));
-                }
-            },
-        };
-        Ok(Some(ExportConfig {
-            endpoint,
-            protocol,
-            service_name: env("OTEL_SERVICE_NAME").unwrap_or_else(|| "mcp-authz".into()),
-        }))
-    }
-
-    /// The URL the exporter posts to: for http/protobuf, `/v1/traces` is appended to a base URL.
-    pub fn url(&self) -> String {
-        let base = self.endpoint.trim();
-        match self.protocol {
-            OtlpProtocol::Grpc => base.to_string(),
-            OtlpProtocol::HttpProtobuf if base.ends_with("/v1/traces") => base.to_string(),
-            OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
-        }
-    }
-}
-
 /// The audit worker; `shutdown` writes or exports what is queued and waits for it.
 pub struct AuditWorker {
     stop: Arc<AtomicBool>,
@@ -583,7 +529,7 @@ impl AuditWorker {
                     }
                 };
                 runtime.block_on(async move {
-                    match build_exporter(&config) {
+                    match crate::otlp_config::build_exporter(&config) {
                         Ok(exporter) => {
                             let _ = ready_tx.send(Ok(()));
                             export_loop(&records, &stopping, &exporter, reporter).await;
@@ -614,30 +560,6 @@ impl AuditWorker {
             tracing::warn!("audit records not flushed within {timeout:?}");
         }
     }
-}
-
-fn build_exporter(config: &ExportConfig) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let mut exporter = match config.protocol {
-        OtlpProtocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(config.url())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-        OtlpProtocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(config.url())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-    }
-    .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
-    exporter.set_resource(
-        &Resource::builder_empty()
-            .with_service_name(config.service_name.clone())
-            .build(),
-    );
-    Ok(exporter)
 }
 
 /// Exports what is queued every [`POLL`], in batches of up to [`MAX_BATCH`].
@@ -766,26 +688,5 @@ mod tests {
             audit.record([SystemTime::now(); 2], None, &input, &decision);
         }
         assert_eq!(audit.dropped.get(), 3);
-    }
-
-    #[test]
-    fn export_urls() {
-        let config = |endpoint: &str, protocol| ExportConfig {
-            endpoint: endpoint.into(),
-            protocol,
-            service_name: "mcp-authz".into(),
-        };
-        assert_eq!(
-            config("http://j:4317", OtlpProtocol::Grpc).url(),
-            "http://j:4317"
-        );
-        assert_eq!(
-            config("http://j:4318/", OtlpProtocol::HttpProtobuf).url(),
-            "http://j:4318/v1/traces"
-        );
-        assert_eq!(
-            config("http://j:4318/v1/traces", OtlpProtocol::HttpProtobuf).url(),
-            "http://j:4318/v1/traces"
-        );
     }
 }
