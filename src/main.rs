@@ -19,7 +19,7 @@ use mcp_authz::explain;
 use mcp_authz::identity::Caller;
 use mcp_authz::logging::Output;
 use mcp_authz::metrics::Metrics;
-use mcp_authz::otlp_config::ExportConfig;
+use mcp_authz::otlp_config::Export;
 use mcp_authz::policy::Snapshot;
 use mcp_authz::policy::snapshot::Identity;
 use mcp_authz::policy::{LoadError, Severity, load_paths};
@@ -36,6 +36,8 @@ use mcp_authz::time::Timestamp;
 
 /// Exit status for an invalid policy set at start-up.
 const EXIT_INVALID_POLICY: u8 = 2;
+/// Exit status for a setting that cannot be used (as clap's for a malformed flag).
+const EXIT_INVALID_SETTING: u8 = 2;
 /// Exit status of `replay` when a change of the `--fail-on` kind was found.
 const EXIT_CHANGED: u8 = 4;
 
@@ -283,16 +285,33 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
     set_health(&reporter, ServingStatus::NotServing).await;
     let store = Arc::new(PolicyStore::default());
     let metrics = Arc::new(Metrics::new());
-    let export = ExportConfig::resolve(args.otlp_endpoint.as_deref(), args.otlp_protocol)
-        .map_err(anyhow::Error::msg)?;
+    let export = match Export::from_env(args.otlp_endpoint.as_deref(), args.otlp_protocol).and_then(
+        |export| {
+            if let Export::Otlp(config) = &export {
+                config.check_files()?;
+            }
+            Ok(export)
+        },
+    ) {
+        Ok(export) => export,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Ok(ExitCode::from(EXIT_INVALID_SETTING));
+        }
+    };
     let (audit, exporter) = match &export {
-        Some(config) => {
+        Export::Otlp(config) => {
             let (audit, exporter) =
                 AuditWorker::start(config, metrics.spans_dropped()).map_err(anyhow::Error::msg)?;
             tracing::info!(endpoint = %config.url(), protocol = ?config.protocol, "exporting audit spans over OTLP");
             (audit, Some(exporter))
         }
-        None => {
+        Export::Lines | Export::Disabled => {
+            if matches!(export, Export::Disabled) {
+                tracing::info!(
+                    "OTEL_SDK_DISABLED=true: no spans exported, decisions logged as lines"
+                );
+            }
             let (audit, worker) = Audit::start_log(metrics.spans_dropped(), output, lines)
                 .context("cannot start the audit log thread")?;
             (audit, Some(worker))

@@ -529,7 +529,7 @@ impl AuditWorker {
                     }
                 };
                 runtime.block_on(async move {
-                    match crate::otlp_config::build_exporter(&config) {
+                    match crate::otlp_config::build_exporter(&config).map_err(|e| e.to_string()) {
                         Ok(exporter) => {
                             let _ = ready_tx.send(Ok(()));
                             export_loop(&records, &stopping, &exporter, reporter).await;
