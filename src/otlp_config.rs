@@ -326,7 +326,7 @@ pub fn resource() -> Resource {
     let from_attributes = detected
         .get(&opentelemetry::Key::from_static_str("service.name"))
         .map(|v| v.as_str().into_owned())
-        .filter(|v| v != "unknown_service");
+        .filter(|v| !v.starts_with("unknown_service"));
     let name = std::env::var(SERVICE_NAME)
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -417,7 +417,8 @@ impl TlsMaterial {
             }
         }
         let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-        let mut config = match &self.client {
+        // hyper-rustls sets ALPN itself (`enable_http1`).
+        let config = match &self.client {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
                 let chain = CertificateDer::pem_slice_iter(cert)
@@ -432,7 +433,6 @@ impl TlsMaterial {
                     .map_err(|e| ConfigError::Build(format!("client certificate: {e}")))?
             }
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }
 
