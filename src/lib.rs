@@ -60,4 +60,5 @@ pub mod service;
 pub mod settings;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod uri;

@@ -27,12 +27,13 @@ use mcp_authz::reload::{self, PolicyStore};
 use mcp_authz::replay::compare::{Baseline, Change, Policy, Replayer};
 use mcp_authz::replay::report::{PolicySource, Report};
 use mcp_authz::replay::{self, Input};
-use mcp_authz::service::{CheckContext, serve, set_health};
+use mcp_authz::service::{CheckContext, serve, serve_on, set_health};
 use mcp_authz::settings::{
     AdminListen, CheckArgs, Cli, Command, FailOn, LogFormat, ReplayArgs, ReportFormat, ServeArgs,
 };
 use mcp_authz::telemetry::{Audit, AuditWorker};
 use mcp_authz::time::Timestamp;
+use mcp_authz::tls::ServerTls;
 
 /// Exit status for an invalid policy set at start-up.
 const EXIT_INVALID_POLICY: u8 = 2;
@@ -327,12 +328,31 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
         metrics: Arc::clone(&metrics),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, context, health, async {
+    let tls = match args.tls_files().map(ServerTls::load).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Ok(ExitCode::from(EXIT_INVALID_SETTING));
+        }
+    };
+    let stopped = async {
         let _ = stop_rx.await;
-    }));
-    tracing::info!(listen = %local, "serving ext_authz");
+    };
+    let server = match &tls {
+        None => tokio::spawn(serve(listener, context, health, stopped)),
+        Some(tls) => tokio::spawn(serve_on(
+            mcp_authz::tls::incoming(listener, Arc::clone(tls)),
+            context,
+            health,
+            stopped,
+        )),
+    };
+    let client_ca = tls.as_ref().is_some_and(|t| t.files().client_ca.is_some());
+    tracing::info!(listen = %local, tls = tls.is_some(), mutual_tls = client_ca, "serving ext_authz");
 
     let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
+    let tls_watcher =
+        tls.map(|tls| tokio::spawn(mcp_authz::tls::watch(tls, tasks_stopped.clone())));
     let admin_state = Arc::new(AdminState {
         metrics: Arc::clone(&metrics),
         store: Arc::clone(&store),
@@ -397,6 +417,9 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
     server.await.context("server task failed")??;
     let _ = stop_tasks.send(true);
     let _ = watcher.await;
+    if let Some(tls_watcher) = tls_watcher {
+        let _ = tls_watcher.await;
+    }
     if let Some(admin) = admin {
         let _ = admin.await;
     }
