@@ -45,8 +45,13 @@ impl Pki {
     /// A certificate for `localhost` and 127.0.0.1 (server and client use), written to
     /// `dir/<name>.pem` and `dir/<name>-key.pem`.
     pub fn leaf(&self, name: &str) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        self.leaf_for(name, &["localhost", "127.0.0.1"])
+    }
+
+    /// A certificate for these DNS names and IP addresses.
+    pub fn leaf_for(&self, name: &str, sans: &[&str]) -> Leaf {
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(sans).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
