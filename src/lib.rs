@@ -27,8 +27,11 @@
 //! - [`proto`], [`codec`]: generated ext_authz types and server, and the gRPC codecs.
 //! - [`service`]: the tonic Authorization service, health, serving until shutdown, and the
 //!   accepted connections (write buffering).
+//! - [`tls`]: TLS on the service port (mutual TLS, certificate files re-read on change).
 //! - [`reload`]: the policy store (arc-swap), swapped whole on every load; the file watcher.
 //! - [`telemetry`]: one OpenTelemetry span per Check, exported over OTLP off the request path.
+//! - [`otlp_config`]: the flags and the OpenTelemetry SDK environment resolved into typed
+//!   export settings (pure), and the OTLP exporter built from them (TLS over rustls).
 //! - [`audit_line`]: the same record as a log line when there is no OTLP endpoint.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the `/metrics`, `/healthz`, `/ready` endpoint.
 //! - [`logging`]: stderr output, with the audit trail's lines written in batches.
