@@ -22,8 +22,13 @@
 //!    after the read, when the events of writes made before it have reached the watcher, a
 //!    file of the read that is written and not closed, or was written since the read began, has
 //!    it done again: once the file is closed (an event, which brings the next read), or
-//!    [`WRITER_GRACE`] after its last write, for a writer that never closes. Renames write
-//!    nothing in place, so a stream of them never holds a read back.
+//!    [`WRITER_GRACE`] after its last write, for a writer that never closes. A file
+//!    closed less than [`IN_PLACE_QUIET`] before the read has it done again once that has
+//!    passed, since a close is not always the writer's ([`Writers::hold`]). Renames write
+//!    nothing in place, so a stream of them never holds a read back. Before judging, the
+//!    watcher is caught up with a [`Barrier`]: a file created in a directory of our own that it
+//!    follows too, whose event comes after those of every earlier write, so a late watcher
+//!    thread (a loaded machine) cannot let a half-written file through.
 //! 3. Files changed just before the read have settled, for watchers without close events and
 //!    the case of no events at all (SIGHUP only). A file changed (ctime) less than [`SETTLE`]
 //!    before the read, or less than a clock tick (20 ms; 2 s where ctimes have no fraction of a
@@ -328,27 +333,42 @@ impl Writers {
 
     /// Whether a read of `files` (paths under the root) begun at `since` must be done again,
     /// and when: one of them is still open for writing (until its close, or [`WRITER_GRACE`]
-    /// after its last write for a writer that never closes), or was written after `since`.
+    /// after its last write for a writer that never closes), was written after `since`, or was
+    /// written less than [`IN_PLACE_QUIET`] before `since` (then once that has passed).
+    ///
+    /// The quiet time is there because a close does not always end the write: a process that
+    /// forked while the file was open closes its copy of the descriptor at `exec`, which
+    /// inotify reports as the file's close while the writer goes on, and `> file` truncates
+    /// before the data comes.
     fn hold<'a>(
         &mut self,
         files: impl Iterator<Item = &'a Path>,
         since: Instant,
         now: Instant,
     ) -> Option<Instant> {
-        // Reads begin later and later: a write closed before this one began no longer matters.
+        // Reads begin later and later: a write closed long before this one began no longer
+        // matters.
         self.0.retain(|_, w| {
             if w.open {
                 w.last + WRITER_GRACE > now
             } else {
-                w.last >= since
+                w.last + IN_PLACE_QUIET > since
             }
         });
         files
             .filter_map(|file| self.0.get(file))
-            .map(|w| if w.open { w.last + WRITER_GRACE } else { now })
+            .map(|w| match w.open {
+                true => w.last + WRITER_GRACE,
+                false if w.last >= since => now,
+                false => w.last + IN_PLACE_QUIET,
+            })
             .max()
     }
 }
+
+/// How long a file written in place and closed must have been left alone before a read of it
+/// stands (see [`Writers::hold`]).
+pub const IN_PLACE_QUIET: Duration = Duration::from_millis(250);
 
 /// One read of the policy directory, with the stamps of its files around it.
 struct Read {
@@ -524,7 +544,7 @@ impl Reloader {
     }
 
     async fn install(&self, read: Read, cause: &'static str, events: &mut Events) -> Step {
-        events.drain();
+        events.catch_up().await;
         let files = read
             .before
             .iter()
@@ -589,6 +609,7 @@ impl Watch {
 struct Events {
     queue: mpsc::UnboundedReceiver<notify::Result<Event>>,
     watch: Option<Watch>,
+    barrier: Option<Barrier>,
     writers: Writers,
     /// The first and last events not yet read.
     pending: Option<(Instant, Instant)>,
@@ -617,20 +638,98 @@ impl Events {
             self.take(event);
         }
     }
+
+    /// Takes the events of every write made before now. With a barrier: creates a file of its
+    /// own and takes events until that file's arrives (at most [`BARRIER_WAIT`]); a barrier that
+    /// fails is given up, and then, as without one, only what is queued already is taken.
+    async fn catch_up(&mut self) {
+        if let Some(barrier) = &mut self.barrier {
+            barrier.next += 1;
+            let path = barrier.dir.join(barrier.next.to_string());
+            let found = fs::write(&path, b"").is_ok() && {
+                let deadline = Instant::now() + BARRIER_WAIT;
+                loop {
+                    match tokio::time::timeout_at(deadline, self.queue.recv()).await {
+                        Ok(Some(Ok(event))) if event.paths.contains(&path) => break true,
+                        Ok(Some(event)) => self.take(event),
+                        Ok(None) | Err(_) => break false,
+                    }
+                }
+            };
+            let _ = fs::remove_file(&path);
+            if !found {
+                tracing::warn!(
+                    "the reload barrier in `{}` got no event; reloads now rely on timing alone",
+                    path.display()
+                );
+                self.barrier = None;
+            }
+        }
+        self.drain();
+    }
+}
+
+/// How long [`Events::catch_up`] waits for its barrier's event.
+const BARRIER_WAIT: Duration = Duration::from_secs(1);
+
+/// A directory of our own that the policy watcher follows too. One watcher reports its events
+/// in the order they happened (one inotify queue), so once the event of a file created there
+/// arrives, so have the events of every write made before it, however late the watcher's
+/// thread runs on a loaded machine: rule 2 then does not depend on [`SETTLE`] being long
+/// enough.
+struct Barrier {
+    dir: PathBuf,
+    next: u64,
+}
+
+impl Barrier {
+    /// A new directory under the system's temporary directory, watched by `watch`; `None` when
+    /// it cannot be made or watched, or would be inside the policy directory.
+    fn start(watch: &mut Watch) -> Option<Barrier> {
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::path::absolute(std::env::temp_dir())
+            .ok()?
+            .join(format!("mcp-authz-reload-{}-{n}", std::process::id()));
+        if dir.starts_with(&watch.root) || fs::create_dir_all(&dir).is_err() {
+            return None;
+        }
+        let barrier = Barrier { dir, next: 0 };
+        match watch
+            .watcher
+            .watch(&barrier.dir, RecursiveMode::NonRecursive)
+        {
+            Ok(()) => Some(barrier),
+            Err(e) => {
+                tracing::debug!("cannot watch `{}`: {e}", barrier.dir.display());
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Barrier {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Follows changes under `dir` (and SIGHUP) until `shutdown`, reloading `store`.
-pub async fn watch(
+///
+/// The watches and the SIGHUP handler are in place when this returns, before the future is
+/// first polled: a change or a SIGHUP right after the first load is never missed (nor does a
+/// SIGHUP then end the process, SIGHUP's default action).
+pub fn watch(
     dir: PathBuf,
     store: Arc<PolicyStore>,
     metrics: Arc<Metrics>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send {
     let (tx, queue) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
         let _ = tx.send(event);
     });
-    let watch = match watcher {
+    let mut watch = match watcher {
         Ok(watcher) => {
             let mut watch = Watch {
                 watcher,
@@ -650,9 +749,11 @@ pub async fn watch(
             None
         }
     };
-    let mut events = Events {
+    let barrier = watch.as_mut().and_then(Barrier::start);
+    let events = Events {
         queue,
         watch,
+        barrier,
         writers: Writers::default(),
         pending: None,
     };
@@ -661,7 +762,17 @@ pub async fn watch(
         store,
         metrics,
     };
-    let mut hangup = hangup_stream();
+    let hangup = hangup_stream();
+    follow(events, reloader, hangup, shutdown)
+}
+
+/// The loop of [`watch`].
+async fn follow(
+    mut events: Events,
+    reloader: Reloader,
+    mut hangup: Hangup,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     // When to read again (a read that was not whole, SIGHUP), and why.
     let mut again: Option<(Instant, &'static str)> = None;
     let mut deferred: Option<Box<Deferred>> = None;
@@ -992,8 +1103,14 @@ mod tests {
             writers.hold(grants.into_iter(), t - ms, t + ms),
             Some(t + ms)
         );
-        // Written and closed before the read began: no hold.
-        assert_eq!(writers.hold(grants.into_iter(), t + ms, t + ms), None);
+        // Written and closed just before the read began: read again once it has been quiet.
+        assert_eq!(
+            writers.hold(grants.into_iter(), t + ms, t + ms),
+            Some(t + IN_PLACE_QUIET)
+        );
+        // Written and closed long before the read began: no hold.
+        let quiet = t + IN_PLACE_QUIET;
+        assert_eq!(writers.hold(grants.into_iter(), quiet, quiet), None);
 
         // A writer that never closes holds reads back for WRITER_GRACE.
         let mut writers = Writers::default();

@@ -560,3 +560,29 @@ async fn writes_in_place_never_install_a_torn_set() {
     )
     .await;
 }
+
+/// A SIGHUP as soon as the first set is loaded reloads it: the handler is in place before the
+/// service says it is loaded (SIGHUP's default action would end the process).
+#[test]
+fn a_sighup_right_after_start_reloads() {
+    let dir = scratch_dir("reload-early-hup");
+    fs::write(dir.join("server.yaml"), SERVER).unwrap();
+    fs::write(dir.join("grants.yaml"), generation(0)).unwrap();
+    // Many directories to watch make setting the watches up take a while.
+    for n in 0..3000 {
+        fs::create_dir_all(dir.join(format!("d{}/{n}", n % 30))).unwrap();
+    }
+    for _ in 0..3 {
+        let mut server = Server::start(&dir, &[]);
+        server.signal("HUP");
+        assert!(
+            server.wait_log("policy reloaded", 1, Duration::from_secs(10)),
+            "{:?}",
+            server.log.lock().unwrap()
+        );
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "the service ended"
+        );
+    }
+}
