@@ -111,82 +111,95 @@ async fn grpc_receiver(tls: Option<(&Leaf, Option<&Path>)>) -> (u16, Exports) {
     (port, exports)
 }
 
-/// An OTLP/HTTP receiver over TLS (hyper on tokio-rustls): any path, protobuf body, gzip or not.
-async fn http_receiver(leaf: &Leaf, client_ca: Option<&Path>) -> (u16, Exports) {
-    use http_body_util::BodyExt;
+/// An OTLP/HTTP receiver (hyper), over TLS with `tls` (tokio-rustls; a client certificate signed
+/// by the given CA required if one is given): any path, protobuf body, gzip or not.
+async fn http_receiver_on(tls: Option<(&Leaf, Option<&Path>)>) -> (u16, Exports) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let exports = Exports::default();
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(Arc::new(server_config(leaf, client_ca, &[b"http/1.1"])));
+    let acceptor = tls.map(|(leaf, client_ca)| {
+        tokio_rustls::TlsAcceptor::from(Arc::new(server_config(leaf, client_ca, &[b"http/1.1"])))
+    });
     let sink = Arc::clone(&exports);
     tokio::spawn(async move {
         loop {
             let (socket, _) = listener.accept().await.unwrap();
             let (acceptor, sink) = (acceptor.clone(), Arc::clone(&sink));
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let client_cert = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first().map(|c| c.to_vec()));
-                let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| {
-                        let (sink, client_cert) = (Arc::clone(&sink), client_cert.clone());
-                        async move {
-                            let (parts, body) = request.into_parts();
-                            let body = body.collect().await?.to_bytes().to_vec();
-                            let headers: BTreeMap<String, String> = parts
-                                .headers
-                                .iter()
-                                .map(|(k, v)| {
-                                    (k.to_string(), v.to_str().unwrap_or("?").to_string())
-                                })
-                                .collect();
-                            let body = if headers.get("content-encoding").map(String::as_str)
-                                == Some("gzip")
-                            {
-                                let mut out = Vec::new();
-                                std::io::Read::read_to_end(
-                                    &mut flate2::read::GzDecoder::new(body.as_slice()),
-                                    &mut out,
-                                )
-                                .unwrap();
-                                out
-                            } else {
-                                body
-                            };
-                            let received = Received {
-                                path: parts.uri.path().to_string(),
-                                headers,
-                                client_cert,
-                                ..Received::default()
-                            };
-                            record(
-                                &sink,
-                                received,
-                                ExportTraceServiceRequest::decode(body.as_slice()).unwrap(),
-                            );
-                            Ok::<_, hyper::Error>(
-                                http::Response::builder()
-                                    .status(200)
-                                    .header("content-type", "application/x-protobuf")
-                                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                                    .unwrap(),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
+                match acceptor {
+                    None => serve_http(socket, None, sink).await,
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(socket).await else {
+                            return;
+                        };
+                        let client_cert = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first().map(|c| c.to_vec()));
+                        serve_http(tls, client_cert, sink).await;
+                    }
+                }
             });
         }
     });
     (port, exports)
+}
+
+async fn http_receiver(leaf: &Leaf, client_ca: Option<&Path>) -> (u16, Exports) {
+    http_receiver_on(Some((leaf, client_ca))).await
+}
+
+async fn serve_http<IO>(io: IO, client_cert: Option<Vec<u8>>, sink: Exports)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let service =
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let (sink, client_cert) = (Arc::clone(&sink), client_cert.clone());
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await?.to_bytes().to_vec();
+                let headers: BTreeMap<String, String> = parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_string()))
+                    .collect();
+                let body = if headers.get("content-encoding").map(String::as_str) == Some("gzip") {
+                    let mut out = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(body.as_slice()),
+                        &mut out,
+                    )
+                    .unwrap();
+                    out
+                } else {
+                    body
+                };
+                let received = Received {
+                    path: parts.uri.path().to_string(),
+                    headers,
+                    client_cert,
+                    ..Received::default()
+                };
+                record(
+                    &sink,
+                    received,
+                    ExportTraceServiceRequest::decode(body.as_slice()).unwrap(),
+                );
+                Ok::<_, hyper::Error>(
+                    http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/x-protobuf")
+                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                        .unwrap(),
+                )
+            }
+        });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await;
 }
 
 /// Every OTEL_* variable this service reads: none is inherited from the test's environment.
@@ -496,5 +509,45 @@ fn invalid_settings_exit_2_naming_the_variable() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{var}={value}: {stderr}");
         assert!(stderr.contains(var), "{var}={value}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_grpc_and_http_carry_headers_gzip_and_resource_attributes() {
+    for protocol in ["grpc", "http/protobuf"] {
+        let (port, exports) = if protocol == "grpc" {
+            grpc_receiver(None).await
+        } else {
+            http_receiver_on(None).await
+        };
+        let server = start(&[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_string()),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=plain-key".into()),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".into()),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=dev".into(),
+            ),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000".into()),
+        ]);
+        one_check(&server).await;
+        let received = wait_export(&exports).await;
+        assert_eq!(received.spans, 1, "{protocol}");
+        assert_eq!(received.headers["x-api-key"], "plain-key", "{protocol}");
+        let encoding = if protocol == "grpc" {
+            "grpc-encoding"
+        } else {
+            "content-encoding"
+        };
+        assert_eq!(received.headers[encoding], "gzip", "{protocol}");
+        assert_eq!(received.resource["deployment.environment"], "dev");
+        assert_eq!(received.resource["service.name"], "mcp-authz");
+        if protocol != "grpc" {
+            assert_eq!(received.path, "/v1/traces");
+        }
     }
 }
