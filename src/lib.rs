@@ -27,11 +27,14 @@
 //! - [`proto`], [`codec`]: generated ext_authz types and server, and the gRPC codecs.
 //! - [`service`]: the tonic Authorization service, health, serving until shutdown, and the
 //!   accepted connections (write buffering).
+//! - [`tls`]: TLS on the service port (mutual TLS, certificate files re-read on change).
 //! - [`reload`]: the policy store (arc-swap), swapped whole on every load; the file watcher.
 //! - [`audit`]: the audit trail: the record of a Check or a filtered list (what was decided, on
 //!   what input, in which trace), its attribute and line keys, `--audit-allowed` sampling, the
 //!   bounded queue and the one worker; `line` writes the records as log lines, `otlp` builds
 //!   spans and exports them over OTLP, both off the request path.
+//! - [`otlp_config`]: the flags and the OpenTelemetry SDK environment resolved into typed
+//!   export settings (pure), and the OTLP exporter built from them (TLS over rustls).
 //! - [`metrics`], [`admin`]: Prometheus metrics and the `/metrics`, `/healthz`, `/ready` endpoint.
 //! - [`logging`]: stderr output, with the audit trail's lines written in batches.
 //! - [`settings`]: the command line and its `MCP_AUTHZ_*` variables.
@@ -50,6 +53,7 @@ pub mod filter;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod otlp_config;
 pub mod policy;
 pub mod proto;
 pub mod reload;
@@ -61,4 +65,5 @@ pub mod service;
 pub mod settings;
 
 pub mod time;
+pub mod tls;
 pub mod uri;

@@ -13,7 +13,7 @@ use tonic_health::ServingStatus;
 use mcp_authz::admin::{self, AdminState};
 use mcp_authz::audit::line;
 use mcp_authz::audit::line::LineFormat;
-use mcp_authz::audit::otlp::{self, ExportConfig};
+use mcp_authz::audit::otlp;
 use mcp_authz::check::{Options, decide_call};
 use mcp_authz::decide::Evidence;
 use mcp_authz::decision::Target;
@@ -21,6 +21,7 @@ use mcp_authz::explain;
 use mcp_authz::identity::Caller;
 use mcp_authz::logging::Output;
 use mcp_authz::metrics::Metrics;
+use mcp_authz::otlp_config::Export;
 use mcp_authz::policy::Snapshot;
 use mcp_authz::policy::snapshot::Identity;
 use mcp_authz::policy::{LoadError, Severity, load_paths};
@@ -28,14 +29,17 @@ use mcp_authz::reload::{self, PolicyStore};
 use mcp_authz::replay::compare::{Baseline, Change, Policy, Replayer};
 use mcp_authz::replay::report::{PolicySource, Report};
 use mcp_authz::replay::{self, Input};
-use mcp_authz::service::{CheckContext, serve, set_health};
+use mcp_authz::service::{CheckContext, serve, serve_on, set_health};
 use mcp_authz::settings::{
     AdminListen, CheckArgs, Cli, Command, FailOn, LogFormat, ReplayArgs, ReportFormat, ServeArgs,
 };
 use mcp_authz::time::Timestamp;
+use mcp_authz::tls::ServerTls;
 
 /// Exit status for an invalid policy set at start-up.
 const EXIT_INVALID_POLICY: u8 = 2;
+/// Exit status for a setting that cannot be used (as clap's for a malformed flag).
+const EXIT_INVALID_SETTING: u8 = 2;
 /// Exit status of `replay` when a change of the `--fail-on` kind was found.
 const EXIT_CHANGED: u8 = 4;
 
@@ -283,19 +287,35 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
     set_health(&reporter, ServingStatus::NotServing).await;
     let store = Arc::new(PolicyStore::default());
     let metrics = Arc::new(Metrics::new());
-    let export = ExportConfig::resolve(
-        args.otlp_endpoint.as_deref(),
-        args.otlp_protocol.map(Into::into),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let export = match Export::from_env(args.otlp_endpoint.as_deref(), args.otlp_protocol.map(Into::into)).and_then(
+        |export| {
+            if let Export::Otlp(config) = &export {
+                config.check_files()?;
+            }
+            Ok(export)
+        },
+    ) {
+        Ok(export) => export,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Ok(ExitCode::from(EXIT_INVALID_SETTING));
+        }
+    };
     let (audit, worker) = match &export {
-        Some(config) => {
+        Export::Otlp(config) => {
             let started = otlp::start(config, metrics.spans_dropped())?;
             tracing::info!(endpoint = %config.url(), protocol = ?config.protocol, "exporting audit spans over OTLP");
             started
         }
-        None => line::start(metrics.spans_dropped(), output, lines)
-            .context("cannot start the audit log thread")?,
+        Export::Lines | Export::Disabled => {
+            if matches!(export, Export::Disabled) {
+                tracing::info!(
+                    "OTEL_SDK_DISABLED=true: no spans exported, decisions logged as lines"
+                );
+            }
+            line::start(metrics.spans_dropped(), output, lines)
+                .context("cannot start the audit log thread")?
+        }
     };
     if args.audit_allowed < 1.0 {
         tracing::info!(
@@ -313,12 +333,31 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
         metrics: Arc::clone(&metrics),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, context, health, async {
+    let tls = match args.tls_files().map(ServerTls::load).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Ok(ExitCode::from(EXIT_INVALID_SETTING));
+        }
+    };
+    let stopped = async {
         let _ = stop_rx.await;
-    }));
-    tracing::info!(listen = %local, "serving ext_authz");
+    };
+    let server = match &tls {
+        None => tokio::spawn(serve(listener, context, health, stopped)),
+        Some(tls) => tokio::spawn(serve_on(
+            mcp_authz::tls::incoming(listener, Arc::clone(tls)),
+            context,
+            health,
+            stopped,
+        )),
+    };
+    let client_ca = tls.as_ref().is_some_and(|t| t.files().client_ca.is_some());
+    tracing::info!(listen = %local, tls = tls.is_some(), mutual_tls = client_ca, "serving ext_authz");
 
     let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
+    let tls_watcher =
+        tls.map(|tls| tokio::spawn(mcp_authz::tls::watch(tls, tasks_stopped.clone())));
     let admin_state = Arc::new(AdminState {
         metrics: Arc::clone(&metrics),
         store: Arc::clone(&store),
@@ -383,6 +422,9 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
     server.await.context("server task failed")??;
     let _ = stop_tasks.send(true);
     let _ = watcher.await;
+    if let Some(tls_watcher) = tls_watcher {
+        let _ = tls_watcher.await;
+    }
     if let Some(admin) = admin {
         let _ = admin.await;
     }

@@ -105,6 +105,22 @@ pub async fn serve(
     >,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    serve_on(incoming(listener), context, health, shutdown).await
+}
+
+/// [`serve`] on any stream of connections, e.g. [`crate::tls::incoming`]'s.
+pub async fn serve_on<IO, IE>(
+    connections: impl Stream<Item = Result<IO, IE>>,
+    context: CheckContext,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let filter = ExternalProcessorServer::new(ListFilter::new(
         Arc::clone(&context.store),
         context.options,
@@ -118,7 +134,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(authz)
         .add_service(filter)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(connections, shutdown)
         .await
 }
 

@@ -152,7 +152,7 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-impl From<OtlpProtocol> for crate::audit::otlp::Protocol {
+impl From<OtlpProtocol> for crate::otlp_config::Protocol {
     fn from(protocol: OtlpProtocol) -> Self {
         match protocol {
             OtlpProtocol::Grpc => Self::Grpc,
@@ -184,6 +184,17 @@ fn parse_admin_listen(value: &str) -> Result<AdminListen, String> {
         .map_err(|e| format!("`{value}` is neither `off` nor an address: {e}"))
 }
 
+impl ServeArgs {
+    /// The service port's certificate files, when TLS is asked for.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Directory of policy files (read recursively).
@@ -207,6 +218,30 @@ pub struct ServeArgs {
     /// Log lines (and, without an OTLP endpoint, the audit trail) as text or JSON lines.
     #[arg(long, env = "MCP_AUTHZ_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve the gRPC port over TLS with this certificate chain (PEM); re-read when it changes.
+    #[arg(
+        long,
+        env = "MCP_AUTHZ_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(
+        long,
+        env = "MCP_AUTHZ_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by this CA (PEM): mutual TLS from Envoy.
+    #[arg(
+        long,
+        env = "MCP_AUTHZ_TLS_CLIENT_CA",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
     /// Plain-HTTP address for /metrics, /healthz and /ready, or `off`.
     #[arg(long, env = "MCP_AUTHZ_ADMIN_LISTEN", default_value = "0.0.0.0:9464", value_parser = parse_admin_listen)]
     pub admin_listen: AdminListen,

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, scratch_dir};
 use common::envoy::{Ports, shipped_config};
 use common::install::{envoy, free_port};
 use mcp_authz::policy::{Snapshot, load_paths};
@@ -261,7 +261,23 @@ fn every_envoy_config_in_deploy_validates() {
         }
     }
     assert!(!configs.is_empty());
+    // The TLS variant names certificate files Envoy reads when it validates: made here.
+    let dir = scratch_dir("envoy-validate");
+    let pki = common::tls::Pki::new(&dir, "ca");
+    let client = pki.leaf("envoy");
     for config in configs {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let config = if text.contains("filename: /etc/envoy/tls/") {
+            let copy = dir.join(config.file_name().unwrap());
+            let text = text
+                .replace("/etc/envoy/tls/ca.crt", &pki.ca.display().to_string())
+                .replace("/etc/envoy/tls/tls.crt", &client.cert.display().to_string())
+                .replace("/etc/envoy/tls/tls.key", &client.key.display().to_string());
+            std::fs::write(&copy, text).unwrap();
+            copy
+        } else {
+            config
+        };
         let out = Command::new(envoy())
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
             .arg(&config)

@@ -430,3 +430,51 @@ fn strict_validation_rejects_a_misspelt_probe_field() {
         "{report}"
     );
 }
+
+#[test]
+fn the_tls_overlay_mounts_the_secret_and_passes_the_tls_flags() {
+    if !have_kubectl() {
+        return;
+    }
+    let base = render(&deploy().join("kubernetes"));
+    let tls = render(&deploy().join("overlays/tls"));
+    tls.validate("k8s-tls").unwrap();
+    let pod = &tls.get("Deployment", "mcp-authz")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let mount = seq(&container["volumeMounts"])
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .expect("the TLS volume is mounted");
+    assert_eq!(mount["readOnly"], true);
+    let dir = text(&mount["mountPath"]);
+    let volume = seq(&pod["volumes"])
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "mcp-authz-tls");
+    // Every flag names a file of the mounted Secret, under the keys cert-manager writes.
+    for (var, key) in [
+        ("MCP_AUTHZ_TLS_CERT", "tls.crt"),
+        ("MCP_AUTHZ_TLS_KEY", "tls.key"),
+        ("MCP_AUTHZ_TLS_CLIENT_CA", "ca.crt"),
+    ] {
+        assert_eq!(env_value(container, var), format!("{dir}/{key}"));
+    }
+    // The kubelet's gRPC probe has no TLS: no probe may speak gRPC to the TLS port.
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert!(
+            container[probe]["grpc"].is_null(),
+            "{probe} speaks plaintext gRPC to the TLS port"
+        );
+        assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe}");
+    }
+    // Nothing else changes.
+    let others = |r: &Rendered| -> Vec<Value> {
+        r.objects
+            .iter()
+            .filter(|o| o["kind"] != "Deployment" || o["metadata"]["name"] != "mcp-authz")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(others(&tls), others(&base));
+}

@@ -7,8 +7,6 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use prometheus_client::metrics::counter::Counter;
 
@@ -16,19 +14,10 @@ use super::{
     Audit, AuditError, AuditRecord, AuditWorker, FILTER_SPAN_NAME, FilterRecord, Recorded,
     RequestText, SPAN_NAME, Sink, SpanIds, Undelivered, attr,
 };
+use crate::otlp_config::{ExportConfig, build_exporter};
 use crate::policy::Text;
 
 const MAX_BATCH: usize = 512;
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// OTLP/gRPC (port 4317).
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies (port 4318).
-    HttpProtobuf,
-}
 
 /// Starts exporting spans to `config`'s collector on a thread of its own (with its own
 /// single-threaded runtime), so encoding and sending batches never occupies a thread that
@@ -42,9 +31,13 @@ pub fn start(config: &ExportConfig, dropped: Counter) -> Result<(Audit, AuditWor
             .map_err(AuditError::Runtime)?;
         let exporter = {
             let _entered = runtime.enter();
-            build_exporter(&config).map_err(AuditError::Export)?
+            build_exporter(&config).map_err(|e| AuditError::Export(e.to_string()))?
         };
-        Ok(OtlpSink { runtime, exporter })
+        Ok(OtlpSink {
+            runtime,
+            exporter,
+            timeout: config.timeout + EXPORT_GRACE,
+        })
     })
 }
 
@@ -52,13 +45,19 @@ pub fn start(config: &ExportConfig, dropped: Counter) -> Result<(Audit, AuditWor
 struct OtlpSink {
     runtime: tokio::runtime::Runtime,
     exporter: opentelemetry_otlp::SpanExporter,
+    /// How long one export may take: the exporter's own timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`)
+    /// and a little more, so that the exporter reports its own failure first.
+    timeout: Duration,
 }
+
+/// What [`OtlpSink::timeout`] adds to the exporter's timeout.
+const EXPORT_GRACE: Duration = Duration::from_secs(1);
 
 impl Sink for OtlpSink {
     const WHAT: &'static str = "audit spans";
 
     fn deliver(&mut self, batch: &mut Vec<Recorded>) -> Result<(), Undelivered> {
-        self.runtime.block_on(export(&self.exporter, batch))
+        self.runtime.block_on(export(&self.exporter, self.timeout, batch))
     }
 }
 
@@ -218,82 +217,6 @@ static SCOPE: std::sync::LazyLock<InstrumentationScope> = std::sync::LazyLock::n
         .build()
 });
 
-/// Where and how to export.
-#[derive(Debug, Clone)]
-pub struct ExportConfig {
-    pub endpoint: String,
-    pub protocol: Protocol,
-    pub service_name: String,
-}
-
-impl ExportConfig {
-    /// From the flags, else the OpenTelemetry environment variables; `None` without an endpoint.
-    pub fn resolve(
-        endpoint: Option<&str>,
-        protocol: Option<Protocol>,
-    ) -> Result<Option<Self>, String> {
-        let env = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let Some(endpoint) = endpoint
-            .map(str::to_string)
-            .filter(|e| !e.trim().is_empty())
-            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        else {
-            return Ok(None);
-        };
-        let protocol = match protocol {
-            Some(p) => p,
-            None => match env("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
-                None | Some("grpc") => Protocol::Grpc,
-                Some("http/protobuf") => Protocol::HttpProtobuf,
-                Some(other) => {
-                    return Err(format!(
-                        "OTEL_EXPORTER_OTLP_PROTOCOL `{other}` is not `grpc` or `http/protobuf`"
-                    ));
-                }
-            },
-        };
-        Ok(Some(ExportConfig {
-            endpoint,
-            protocol,
-            service_name: env("OTEL_SERVICE_NAME").unwrap_or_else(|| "mcp-authz".into()),
-        }))
-    }
-
-    /// The URL the exporter posts to: for http/protobuf, `/v1/traces` is appended to a base URL.
-    pub fn url(&self) -> String {
-        let base = self.endpoint.trim();
-        match self.protocol {
-            Protocol::Grpc => base.to_string(),
-            Protocol::HttpProtobuf if base.ends_with("/v1/traces") => base.to_string(),
-            Protocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
-        }
-    }
-}
-
-fn build_exporter(config: &ExportConfig) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let mut exporter = match config.protocol {
-        Protocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(config.url())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-        Protocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(config.url())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-    }
-    .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
-    exporter.set_resource(
-        &Resource::builder_empty()
-            .with_service_name(config.service_name.clone())
-            .build(),
-    );
-    Ok(exporter)
-}
-
 /// Why a batch was not exported.
 #[derive(Debug, thiserror::Error)]
 enum ExportError {
@@ -307,6 +230,7 @@ enum ExportError {
 /// and every span not exported is counted as lost.
 async fn export(
     exporter: &opentelemetry_otlp::SpanExporter,
+    timeout: Duration,
     batch: &mut Vec<Recorded>,
 ) -> Result<(), Undelivered> {
     while !batch.is_empty() {
@@ -314,10 +238,10 @@ async fn export(
         let records = std::mem::replace(batch, rest);
         let spans: Vec<SpanData> = records.into_iter().map(Recorded::into_span).collect();
         let count = spans.len() as u64;
-        let failure = match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await {
+        let failure = match tokio::time::timeout(timeout, exporter.export(spans)).await {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => ExportError::Failed(e.to_string()),
-            Err(_) => ExportError::Timeout(EXPORT_TIMEOUT),
+            Err(_) => ExportError::Timeout(timeout),
         };
         let records = count + batch.len() as u64;
         batch.clear();
@@ -327,30 +251,4 @@ async fn export(
         });
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn export_urls() {
-        let config = |endpoint: &str, protocol| ExportConfig {
-            endpoint: endpoint.into(),
-            protocol,
-            service_name: "mcp-authz".into(),
-        };
-        assert_eq!(
-            config("http://j:4317", Protocol::Grpc).url(),
-            "http://j:4317"
-        );
-        assert_eq!(
-            config("http://j:4318/", Protocol::HttpProtobuf).url(),
-            "http://j:4318/v1/traces"
-        );
-        assert_eq!(
-            config("http://j:4318/v1/traces", Protocol::HttpProtobuf).url(),
-            "http://j:4318/v1/traces"
-        );
-    }
 }

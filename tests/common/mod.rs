@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 pub mod envoy;
 pub mod install;
 pub mod manifests;
+pub mod tls;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-authz");
 

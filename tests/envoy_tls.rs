@@ -1,0 +1,244 @@
+//! A real Envoy 1.40 reaching mcp-authz over mutual TLS: the shipped
+//! `deploy/envoy/envoy-tls.yaml` with its addresses and certificate files pointed at this test's.
+//! With its client certificate Envoy gets decisions; without one, mcp-authz refuses the
+//! connection and Envoy fails closed.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::install::{envoy, envoy_live, free_port};
+use common::tls::{Leaf, Pki};
+use common::{Server, scratch_dir};
+
+fn manifest() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An upstream MCP endpoint answering every request with a JSON-RPC result.
+fn upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The status of a `tools/call` of `tool` through Envoy's `agents` listener.
+fn call(port: u16, agent: &str, tool: &str) -> u16 {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /demo/mcp HTTP/1.1\r\nhost: mcp.local\r\nconnection: close\r\nx-mcp-agent-id: {agent}\r\nx-mcp-team-id: support\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut status = String::new();
+    BufReader::new(stream).read_line(&mut status).unwrap();
+    status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Envoy {
+    child: Child,
+    agents: u16,
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipped TLS config with this test's ports and files; `client_cert` false drops Envoy's
+/// client certificate from the cluster.
+#[allow(clippy::too_many_arguments)]
+fn tls_config(
+    dir: &Path,
+    authz: u16,
+    upstream: u16,
+    admin: u16,
+    agents: u16,
+    client: &Leaf,
+    ca: &Path,
+    client_cert: bool,
+) -> String {
+    let mut config = std::fs::read_to_string(manifest().join("deploy/envoy/envoy-tls.yaml"))
+        .unwrap()
+        .replace(
+            "address: 0.0.0.0, port_value: 9901",
+            &format!("address: 127.0.0.1, port_value: {admin}"),
+        )
+        .replace(
+            "address: 0.0.0.0, port_value: 10000",
+            &format!("address: 127.0.0.1, port_value: {agents}"),
+        )
+        .replace(
+            "address: 0.0.0.0, port_value: 10080",
+            &format!("address: 127.0.0.1, port_value: {}", free_port()),
+        )
+        .replace(
+            "address: mcp-authz, port_value: 9191",
+            &format!("address: 127.0.0.1, port_value: {authz}"),
+        )
+        .replace(
+            "address: demo-mcp, port_value: 8080",
+            &format!("address: 127.0.0.1, port_value: {upstream}"),
+        )
+        .replace(
+            "address: jaeger, port_value: 4317",
+            &format!("address: 127.0.0.1, port_value: {}", free_port()),
+        )
+        .replace("/etc/envoy/tls/ca.crt", &ca.display().to_string())
+        .replace("/etc/envoy/tls/tls.crt", &client.cert.display().to_string())
+        .replace("/etc/envoy/tls/tls.key", &client.key.display().to_string());
+    assert!(
+        !config.contains("filename: /etc/envoy/tls"),
+        "templating missed a file"
+    );
+    assert!(config.contains("UpstreamTlsContext"));
+    if !client_cert {
+        let lines: Vec<&str> = config.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.trim() == "tls_certificates:")
+            .expect("the cluster's client certificate");
+        config = lines[..at]
+            .iter()
+            .chain(&lines[at + 2..])
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!config.contains(&client.cert.display().to_string()));
+    }
+    let _ = dir;
+    config
+}
+
+fn start_envoy(dir: &Path, config: String, admin: u16, agents: u16) -> Envoy {
+    let path = dir.join(format!("envoy-{agents}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(envoy())
+        .arg("-c")
+        .arg(&path)
+        .args(["--disable-hot-restart", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let envoy = Envoy { child, agents };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !envoy_live(admin) {
+        assert!(Instant::now() < deadline, "Envoy did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    envoy
+}
+
+/// Waits until `call` answers `want` (Envoy's health check must see mcp-authz first).
+fn wait_status(envoy: &Envoy, agent: &str, tool: &str, want: u16) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = call(envoy.agents, agent, tool);
+        if status == want || Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn envoy_reaches_mcp_authz_over_mutual_tls_and_fails_closed_without_a_client_certificate() {
+    let dir = scratch_dir("envoy-tls");
+    let pki = Pki::new(&dir, "ca");
+    // mcp-authz's certificate names the Service Envoy reaches it by (envoy-tls.yaml checks it).
+    let server_cert = pki.leaf_for("mcp-authz", &["mcp-authz"]);
+    let client = pki.leaf("envoy");
+    let (cert, key, ca) = (
+        server_cert.cert.display().to_string(),
+        server_cert.key.display().to_string(),
+        pki.ca.display().to_string(),
+    );
+    let authz = Server::start(
+        &manifest().join("deploy/policies"),
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+    );
+    let authz_port: u16 = authz.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let upstream = upstream();
+
+    let (admin, agents) = (free_port(), free_port());
+    let config = tls_config(
+        &dir, authz_port, upstream, admin, agents, &client, &pki.ca, true,
+    );
+    let with_cert = start_envoy(&dir, config, admin, agents);
+    // Allowed: the support agent's search; denied: a tool no grant covers.
+    assert_eq!(wait_status(&with_cert, "support-bot", "search", 200), 200);
+    assert_eq!(call(with_cert.agents, "support-bot", "delete_ticket"), 403);
+    drop(with_cert);
+
+    let (admin, agents) = (free_port(), free_port());
+    let config = tls_config(
+        &dir, authz_port, upstream, admin, agents, &client, &pki.ca, false,
+    );
+    let without = start_envoy(&dir, config, admin, agents);
+    // No client certificate: every handshake is refused, and ext_authz fails closed.
+    for _ in 0..3 {
+        assert_eq!(call(without.agents, "support-bot", "search"), 403);
+    }
+}
