@@ -1,8 +1,10 @@
 //! Property tests: no input panics or hangs, bad input is never allowed, and the decision's
 //! invariants hold across modes.
 
+mod reference;
 mod support;
 
+use jiff::Timestamp;
 use mcp_authz::check::{self, Options, authorize};
 use mcp_authz::decide::{CallOutcome, Evidence, NoRecord, SessionInput, decide_call};
 use mcp_authz::decision::{Decision, Reason, Target, Verdict};
@@ -13,7 +15,6 @@ use mcp_authz::policy::{Mode, Primitive, Snapshot, Trust, load_files, load_paths
 use mcp_authz::proto::auth::{CheckRequest, CheckResponse};
 use mcp_authz::request::CheckInput;
 use mcp_authz::response::encode;
-use mcp_authz::time::Timestamp;
 use proptest::prelude::*;
 use prost::Message;
 use support::Req;
@@ -28,7 +29,7 @@ fn conformance() -> &'static Snapshot {
 }
 
 fn now() -> Timestamp {
-    Timestamp::parse_rfc3339("2027-01-01T00:00:00Z").unwrap()
+    mcp_authz::policy::parse_time("2027-01-01T00:00:00Z").unwrap()
 }
 
 /// Pieces JSON-RPC bodies are made of, so generated bodies reach the deep branches.
@@ -587,5 +588,215 @@ proptest! {
                 None => prop_assert!(contributing.is_empty() || served.reason == Reason::for_primitive(primitive)[1], "{:#}", report),
             }
         }
+    }
+}
+
+/// JSON white space between tokens.
+fn ws() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["", "", " ", "\n", "\t", "\r\n ", "  "])
+}
+
+/// A JSON string literal of `text`, the characters `mask` picks written as `\u` escapes
+/// (astral ones as surrogate pairs) and the rest as themselves or their short escape.
+fn literal(text: &str, mask: u64) -> String {
+    let mut out = String::from("\"");
+    for (i, c) in text.chars().enumerate() {
+        let escape = mask >> (i % 64) & 1 == 1;
+        match c {
+            '"' if !escape => out.push_str("\\\""),
+            '\\' if !escape => out.push_str("\\\\"),
+            '/' if !escape && mask & 1 == 1 => out.push_str("\\/"),
+            '\n' if !escape => out.push_str("\\n"),
+            c if escape || (c as u32) < 0x20 => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// String literals made of pieces that matter to the inspector: method and key names, their
+/// case-folded look-alikes, escapes, quotes, astral characters.
+fn json_string() -> impl Strategy<Value = String> {
+    let piece = prop::sample::select(vec![
+        "tools/call",
+        "name",
+        "echo",
+        "uri",
+        "id",
+        "method",
+        "NAME",
+        "ſ",
+        "K",
+        "é",
+        "😀",
+        "\"",
+        "\\",
+        "/",
+        "\u{1}",
+        "\n",
+        " ",
+        "x",
+        "file:///a b",
+    ]);
+    (prop::collection::vec(piece, 0..4), any::<u64>())
+        .prop_map(|(pieces, mask)| literal(&pieces.concat(), mask))
+}
+
+fn json_number() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "0",
+        "-0",
+        "1",
+        "42",
+        "-7",
+        "1.5",
+        "1e3",
+        "2E-2",
+        "1.0",
+        "-0.0",
+        "1E+2",
+        "12345678901234567890",
+        "123456789012345678901234567890",
+    ])
+    .prop_map(str::to_string)
+}
+
+fn json_object(members: Vec<(String, String)>, ws: &str) -> String {
+    let body: Vec<String> = members
+        .iter()
+        .map(|(k, v)| format!("{ws}{k}{ws}:{ws}{v}{ws}"))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+/// Any JSON value, a few levels deep.
+fn json_value() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("null".to_string()),
+        Just("true".to_string()),
+        Just("false".to_string()),
+        json_number(),
+        json_string(),
+    ];
+    leaf.prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            (prop::collection::vec(inner.clone(), 0..4), ws())
+                .prop_map(|(items, ws)| format!("[{ws}{}{ws}]", items.join(&format!("{ws},")))),
+            (prop::collection::vec((json_key(), inner), 0..4), ws())
+                .prop_map(|(members, ws)| json_object(members, ws)),
+        ]
+    })
+}
+
+/// Member names: JSON-RPC's, their case-folded look-alikes, any string.
+fn json_key() -> impl Strategy<Value = String> {
+    let known = (
+        prop::sample::select(vec![
+            "jsonrpc",
+            "id",
+            "method",
+            "params",
+            "name",
+            "uri",
+            "result",
+            "error",
+            "_meta",
+            "arguments",
+            "Method",
+            "ID",
+            "naMe",
+            "ſ",
+            "uRI",
+            "traceparent",
+        ]),
+        any::<u64>(),
+    )
+        .prop_map(|(key, mask)| literal(key, mask & 0b11));
+    prop_oneof![3 => known, 1 => json_string()]
+}
+
+/// One JSON-RPC-like message: the members a call or a response has, each perhaps missing or
+/// of another type, with other members, in any order.
+fn json_message() -> impl Strategy<Value = String> {
+    let method = prop_oneof![
+        4 => (
+            prop::sample::select(vec![
+                "tools/call", "prompts/get", "resources/read", "resources/subscribe",
+                "call_tool", "tools/list", "initialize", " ", "", "tools/call ",
+            ]),
+            any::<u64>(),
+        )
+            .prop_map(|(m, mask)| literal(m, mask & 0b101)),
+        1 => json_value(),
+    ];
+    let id = prop_oneof![
+        json_number(),
+        json_string(),
+        Just("null".to_string()),
+        json_value()
+    ];
+    let params = (
+        prop::option::of(prop_oneof![3 => json_string(), 1 => json_value()]),
+        prop::option::of(prop_oneof![3 => json_string(), 1 => json_value()]),
+        prop::collection::vec((json_key(), json_value()), 0..3),
+        ws(),
+    )
+        .prop_map(|(name, uri, mut members, ws)| {
+            members.extend(name.map(|n| ("\"name\"".to_string(), n)));
+            members.extend(uri.map(|u| ("\"uri\"".to_string(), u)));
+            json_object(members, ws)
+        });
+    (
+        prop::option::of(method),
+        prop::option::of(id),
+        prop::option::of(prop_oneof![4 => params, 1 => json_value()]),
+        prop::option::of(json_value()),
+        prop::collection::vec((json_key(), json_value()), 0..3),
+        ws(),
+        any::<u64>(),
+    )
+        .prop_map(|(method, id, params, result, mut members, ws, order)| {
+            members.push(("\"jsonrpc\"".into(), "\"2.0\"".into()));
+            members.extend(method.map(|m| ("\"method\"".to_string(), m)));
+            members.extend(id.map(|i| ("\"id\"".to_string(), i)));
+            members.extend(params.map(|p| ("\"params\"".to_string(), p)));
+            members.extend(result.map(|r| ("\"result\"".to_string(), r)));
+            let n = members.len();
+            members.rotate_left(order as usize % n);
+            if order >> 32 & 1 == 1 {
+                members.reverse();
+            }
+            json_object(members, ws)
+        })
+}
+
+/// A body: one message or a batch of them.
+fn json_rpc_body() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => (json_message(), ws(), ws()).prop_map(|(m, a, b)| format!("{a}{m}{b}")),
+        1 => (prop::collection::vec(json_message(), 0..4), ws())
+            .prop_map(|(items, ws)| format!("[{ws}{}{ws}]", items.join(&format!("{ws},")))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    /// The inspector reads generated JSON-RPC as serde_json does (tests/reference).
+    #[test]
+    fn inspector_agrees_with_serde_json(body in json_rpc_body()) {
+        reference::check(body.as_bytes());
+    }
+
+    /// And on bodies pieced together from JSON tokens, mostly not JSON at all.
+    #[test]
+    fn inspector_agrees_with_serde_json_on_pieces(body in body()) {
+        reference::check(&body);
     }
 }

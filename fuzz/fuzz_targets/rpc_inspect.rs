@@ -1,6 +1,9 @@
 //! The JSON-RPC inspector on arbitrary bodies: never a panic; a body that is not UTF-8 JSON is
-//! never read as a call.
+//! never read as a call; and it reads bodies as serde_json does (`tests/reference`).
 #![no_main]
+
+#[path = "../../tests/reference/mod.rs"]
+mod reference;
 
 use libfuzzer_sys::fuzz_target;
 use mcp_authz::policy::Governs;
@@ -19,4 +22,5 @@ fuzz_target!(|data: &[u8]| {
     if std::str::from_utf8(data).is_err() {
         assert!(inspected.is_err());
     }
+    reference::check(data);
 });
