@@ -287,14 +287,16 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
     set_health(&reporter, ServingStatus::NotServing).await;
     let store = Arc::new(PolicyStore::default());
     let metrics = Arc::new(Metrics::new());
-    let export = match Export::from_env(args.otlp_endpoint.as_deref(), args.otlp_protocol.map(Into::into)).and_then(
-        |export| {
-            if let Export::Otlp(config) = &export {
-                config.check_files()?;
-            }
-            Ok(export)
-        },
-    ) {
+    let export = match Export::from_env(
+        args.otlp_endpoint.as_deref(),
+        args.otlp_protocol.map(Into::into),
+    )
+    .and_then(|export| {
+        if let Export::Otlp(config) = &export {
+            config.check_files()?;
+        }
+        Ok(export)
+    }) {
         Ok(export) => export,
         Err(e) => {
             tracing::error!("{e}");

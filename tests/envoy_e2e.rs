@@ -13,9 +13,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, scratch_dir};
 use common::envoy::{Ports, shipped_config};
 use common::install::{envoy, free_port};
+use common::{Server, scratch_dir};
 use mcp_authz::policy::{Snapshot, load_paths};
 use serde_json::Value;
 

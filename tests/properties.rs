@@ -4,7 +4,6 @@
 mod reference;
 mod support;
 
-use jiff::Timestamp;
 use mcp_authz::check::{self, Options, authorize};
 use mcp_authz::decide::{CallOutcome, Evidence, NoRecord, SessionInput, decide_call};
 use mcp_authz::decision::{Decision, Reason, Target, Verdict};
@@ -15,6 +14,7 @@ use mcp_authz::policy::{Mode, Primitive, Snapshot, Trust, load_files, load_paths
 use mcp_authz::proto::auth::{CheckRequest, CheckResponse};
 use mcp_authz::request::CheckInput;
 use mcp_authz::response::encode;
+use mcp_authz::time::Timestamp;
 use proptest::prelude::*;
 use prost::Message;
 use support::Req;
@@ -29,7 +29,7 @@ fn conformance() -> &'static Snapshot {
 }
 
 fn now() -> Timestamp {
-    mcp_authz::policy::parse_time("2027-01-01T00:00:00Z").unwrap()
+    Timestamp::parse_rfc3339("2027-01-01T00:00:00Z").unwrap()
 }
 
 /// Pieces JSON-RPC bodies are made of, so generated bodies reach the deep branches.

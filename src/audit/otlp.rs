@@ -57,7 +57,8 @@ impl Sink for OtlpSink {
     const WHAT: &'static str = "audit spans";
 
     fn deliver(&mut self, batch: &mut Vec<Recorded>) -> Result<(), Undelivered> {
-        self.runtime.block_on(export(&self.exporter, self.timeout, batch))
+        self.runtime
+            .block_on(export(&self.exporter, self.timeout, batch))
     }
 }
 
