@@ -5,6 +5,7 @@
 //! `response::EncodedResponse` (wire bytes written straight from the decision) instead of
 //! building prost's `CheckResponse`, and ext_proc's Process beside it (one builder for both,
 //! since prost's would also generate an Authorization server).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a build script: a panic is the error report
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [

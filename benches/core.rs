@@ -1,6 +1,7 @@
 //! Criterion benches of the pure core: JSON-RPC inspection, the whole decision, and everything a
 //! Check does between the gRPC frames (decode, decide, answer, metrics, audit record) next to
 //! what the floor does (decode, answer OK). Run: `cargo bench --bench core`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 #[path = "common/generate.rs"]
 mod generate;

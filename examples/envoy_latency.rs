@@ -13,6 +13,7 @@
 //! Run from the repository root: `cargo run --release --example envoy_latency` (add
 //! `-- --seconds N`). It builds the release binaries it needs; Envoy is installed on first use
 //! (as `cargo test --test envoy_e2e` does).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 #[path = "../tests/common/install.rs"]
 #[allow(dead_code)]

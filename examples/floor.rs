@@ -3,6 +3,7 @@
 //! options, write buffering). `examples/load.rs` measures mcp-authz against it.
 //!
 //! Usage: `floor --listen 127.0.0.1:9292`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 use mcp_authz::proto::auth::authorization_server::{Authorization, AuthorizationServer};
 use mcp_authz::proto::auth::{CheckRequest, CheckResponse, OkHttpResponse, check_response};

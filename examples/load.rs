@@ -32,6 +32,7 @@
 //! (lines to a file) and exporting spans to the sink, N Checks each after a warm-up, counted
 //! between `callgrind_control --zero` and `--dump`. Outputs stay in `target/callgrind/` for
 //! `callgrind_annotate`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 #[path = "../benches/common/client.rs"]
 mod client;

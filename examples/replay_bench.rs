@@ -12,6 +12,7 @@
 //! its own time over a week and written by the audit code, so the file is what the service
 //! would have written. The candidate drops one grant and enforces every monitor grant: three
 //! records in ten change.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};

@@ -163,10 +163,10 @@ pub fn decide_call<'s, R: Recorder<'s>>(
             else {
                 return CallOutcome::deny(Reason::SessionNotFound);
             };
-            if let Some(reason) = found.denial(now) {
+            if let Some(denial) = found.denial(now) {
                 return CallOutcome {
                     session: Some(found),
-                    ..CallOutcome::deny(reason)
+                    ..CallOutcome::deny(denial.into())
                 };
             }
             Some(found)

@@ -3,7 +3,9 @@
 
 use std::borrow::Cow;
 
-use crate::policy::snapshot::{CompiledGrant, CompiledServer, CompiledSession, Identity};
+use crate::policy::snapshot::{
+    CompiledGrant, CompiledServer, CompiledSession, Identity, SessionDenial,
+};
 use crate::policy::{DenyAs, Mode, Primitive, RiskLevel, SideEffect, Text, Trust};
 
 /// Why a request was allowed or denied (SPEC §6).
@@ -36,6 +38,15 @@ pub enum Reason {
     ResourceUnknown,
     SideEffectNotAllowed,
     TrustTooLow,
+}
+
+impl From<SessionDenial> for Reason {
+    fn from(denial: SessionDenial) -> Self {
+        match denial {
+            SessionDenial::Revoked => Reason::SessionRevoked,
+            SessionDenial::Expired => Reason::SessionExpired,
+        }
+    }
 }
 
 impl Reason {

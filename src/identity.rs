@@ -75,7 +75,7 @@ pub fn resolve<'a>(
                 return Err(denial(Reason::SessionNotFound, None));
             };
             if let Some(reason) = session.denial(now) {
-                return Err(denial(reason, Some(session)));
+                return Err(denial(reason.into(), Some(session)));
             }
             let subject = session.subject.subject();
             let borrow = |field: &'a Option<String>| field.as_deref().map(Cow::Borrowed);

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// The target of audit log lines: `RUST_LOG` levels apply to it as to any other.
+/// The target of audit log lines: `RUST_LOG` directives apply to it as to any other, so
+/// `RUST_LOG=info,mcp_authz::audit=off` keeps the service's logs and silences the audit lines.
 pub const AUDIT_TARGET: &str = "mcp_authz::audit";
 
 /// A shared, buffered stderr.

@@ -259,12 +259,13 @@ fn init_logging(format: LogFormat) -> (Output, LineFormat) {
         json: format == LogFormat::Json,
         ansi: std::io::stderr().is_terminal(),
     };
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::INFO);
+    // Every `RUST_LOG` directive (`warn`, `info,h2=debug`, `info,mcp_authz::audit=off`);
+    // unset or empty means `info`, and a directive that does not parse is left out.
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+        .from_env_lossy();
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_env_filter(filter)
         .with_ansi(lines.ansi)
         .with_writer(output.clone());
     match format {

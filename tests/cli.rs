@@ -1,4 +1,5 @@
 //! The real CLI: `validate`, `serve` and `check` exit codes, signals and health.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

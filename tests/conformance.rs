@@ -1,4 +1,5 @@
 //! Every conformance vector, sent as raw bytes to the running binary over gRPC.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! `deploy/grafana/mcp-authz.json` is a Grafana dashboard over what mcp-authz really exports:
 //! every metric and label that its queries name is on the running binary's `/metrics`, and the
 //! JSON has what Grafana needs (panel ids, targets, datasource references, defined variables).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

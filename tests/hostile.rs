@@ -1,5 +1,6 @@
 //! Hostile input against the running binary: huge and numerous headers, oversized bodies, huge
 //! batches, hostile policy files on reload, and SIGTERM under load.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! (strict: an unknown field fails), and what the objects promise each other: the policies in
 //! the ConfigMap, the volume that mounts it, the path from mcp-authz through the collector to
 //! Jaeger.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

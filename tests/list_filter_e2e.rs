@@ -5,6 +5,7 @@
 //!
 //! The invariant: for every caller, `list_tools()` shows exactly the tools that `call_tool()`
 //! lets through.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

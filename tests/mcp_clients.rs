@@ -10,6 +10,7 @@
 //!
 //! `clients_show_each_denial_form` needs neither Envoy nor mcp-authz: a stand-in answers the
 //! exact bodies of SPEC §3, so what each client makes of them is pinned down by itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

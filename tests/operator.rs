@@ -1,4 +1,5 @@
 //! Operator tools through the real binary: `mcp-authz check`, `/metrics`, `/healthz`, `/ready`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

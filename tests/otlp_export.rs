@@ -1,6 +1,7 @@
 //! The OpenTelemetry SDK environment and TLS to the collector, through the running binary:
 //! in-process OTLP receivers over gRPC (tonic, server TLS) and HTTP (hyper over tokio-rustls),
 //! with certificates made in the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Hot reload against the running binary: every kind of change flips the same Check, invalid
 //! updates keep the last good set, ConfigMap swaps, SIGHUP, reloads under load, a stream of
 //! renames and writes in place.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

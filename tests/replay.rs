@@ -1,5 +1,6 @@
 //! `mcp-authz replay` (SPEC §8): traffic recorded by the running service (audit lines and OTLP
 //! spans) and a hand-written Jaeger export, replayed against an edited policy set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The gRPC service in-process: answers before a policy is loaded, and after a swap.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Audit spans from the running binary, received by in-process OTLP collectors (gRPC and
 //! http/protobuf).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

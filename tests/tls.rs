@@ -1,5 +1,6 @@
 //! TLS on the service port, through the running binary: mutual TLS with a tonic client,
 //! certificate rotation seen by new handshakes, a bad new certificate keeps the old one serving.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 mod common;
 

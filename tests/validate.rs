@@ -1,4 +1,5 @@
 //! Validation (SPEC §1): every error class with its file, line and field; loading rules.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: a panic is the report
 
 use std::fs;
 use std::path::Path;

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 
 use super::load::PolicySet;
 use super::{Entry, Grant, Primitive, Server, Session, Subject, Text, lookup};
-use crate::decision::Reason;
 use crate::time::Timestamp;
 
 /// A caller's identity as resolved from the request; empty strings never appear here.
@@ -91,13 +90,21 @@ impl CompiledGrant {
     }
 }
 
+/// Why a session, found, cannot be used (the decision reports it as `session_revoked` or
+/// `session_expired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionDenial {
+    Revoked,
+    Expired,
+}
+
 impl CompiledSession {
     /// Why the session, found, cannot be used: revoked, else expired (SPEC §2 step 3).
-    pub fn denial(&self, now: Timestamp) -> Option<Reason> {
+    pub fn denial(&self, now: Timestamp) -> Option<SessionDenial> {
         if self.session.revoked {
-            Some(Reason::SessionRevoked)
+            Some(SessionDenial::Revoked)
         } else if past(self.session.expires_at, now) {
-            Some(Reason::SessionExpired)
+            Some(SessionDenial::Expired)
         } else {
             None
         }
