@@ -213,7 +213,7 @@ impl Envoy {
             upstream,
             otel,
         };
-        let config = shipped_config(&ports);
+        let config = shipped_config("envoy.yaml", &ports);
         let process =
             common::envoy::Envoy::start(&format!("envoy-{}", ports.agents), &config, ports.admin);
         Envoy {

@@ -9,10 +9,10 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::install::{envoy, envoy_live, free_port};
+use common::envoy::{Envoy, Ports, shipped_config};
+use common::install::free_port;
 use common::tls::{Leaf, Pki};
 use common::{Server, scratch_dir};
 
@@ -88,57 +88,10 @@ fn call(port: u16, agent: &str, tool: &str) -> u16 {
         .unwrap_or(0)
 }
 
-struct Envoy {
-    child: Child,
-    agents: u16,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The shipped TLS config with this test's ports and files; `client_cert` false drops Envoy's
 /// client certificate from the cluster.
-#[allow(clippy::too_many_arguments)]
-fn tls_config(
-    dir: &Path,
-    authz: u16,
-    upstream: u16,
-    admin: u16,
-    agents: u16,
-    client: &Leaf,
-    ca: &Path,
-    client_cert: bool,
-) -> String {
-    let mut config = std::fs::read_to_string(manifest().join("deploy/envoy/envoy-tls.yaml"))
-        .unwrap()
-        .replace(
-            "address: 0.0.0.0, port_value: 9901",
-            &format!("address: 127.0.0.1, port_value: {admin}"),
-        )
-        .replace(
-            "address: 0.0.0.0, port_value: 10000",
-            &format!("address: 127.0.0.1, port_value: {agents}"),
-        )
-        .replace(
-            "address: 0.0.0.0, port_value: 10080",
-            &format!("address: 127.0.0.1, port_value: {}", free_port()),
-        )
-        .replace(
-            "address: mcp-authz, port_value: 9191",
-            &format!("address: 127.0.0.1, port_value: {authz}"),
-        )
-        .replace(
-            "address: demo-mcp, port_value: 8080",
-            &format!("address: 127.0.0.1, port_value: {upstream}"),
-        )
-        .replace(
-            "address: jaeger, port_value: 4317",
-            &format!("address: 127.0.0.1, port_value: {}", free_port()),
-        )
+fn tls_config(ports: &Ports, client: &Leaf, ca: &Path, client_cert: bool) -> String {
+    let mut config = shipped_config("envoy-tls.yaml", ports)
         .replace("/etc/envoy/tls/ca.crt", &ca.display().to_string())
         .replace("/etc/envoy/tls/tls.crt", &client.cert.display().to_string())
         .replace("/etc/envoy/tls/tls.key", &client.key.display().to_string());
@@ -161,35 +114,35 @@ fn tls_config(
             .join("\n");
         assert!(!config.contains(&client.cert.display().to_string()));
     }
-    let _ = dir;
     config
 }
 
-fn start_envoy(dir: &Path, config: String, admin: u16, agents: u16) -> Envoy {
-    let path = dir.join(format!("envoy-{agents}.yaml"));
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(envoy())
-        .arg("-c")
-        .arg(&path)
-        .args(["--disable-hot-restart", "--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let envoy = Envoy { child, agents };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !envoy_live(admin) {
-        assert!(Instant::now() < deadline, "Envoy did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    envoy
+/// Envoy on the TLS config, and the port of its agents' listener.
+fn start_envoy(
+    authz: u16,
+    upstream: u16,
+    client: &Leaf,
+    ca: &Path,
+    client_cert: bool,
+) -> (Envoy, u16) {
+    let ports = Ports {
+        admin: free_port(),
+        agents: free_port(),
+        public: free_port(),
+        authz,
+        upstream,
+        otel: free_port(),
+    };
+    let config = tls_config(&ports, client, ca, client_cert);
+    let envoy = Envoy::start(&format!("envoy-tls-{}", ports.agents), &config, ports.admin);
+    (envoy, ports.agents)
 }
 
 /// Waits until `call` answers `want` (Envoy's health check must see mcp-authz first).
-fn wait_status(envoy: &Envoy, agent: &str, tool: &str, want: u16) -> u16 {
+fn wait_status(agents: u16, agent: &str, tool: &str, want: u16) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = call(envoy.agents, agent, tool);
+        let status = call(agents, agent, tool);
         if status == want || Instant::now() > deadline {
             return status;
         }
@@ -223,23 +176,15 @@ fn envoy_reaches_mcp_authz_over_mutual_tls_and_fails_closed_without_a_client_cer
     let authz_port: u16 = authz.addr.rsplit(':').next().unwrap().parse().unwrap();
     let upstream = upstream();
 
-    let (admin, agents) = (free_port(), free_port());
-    let config = tls_config(
-        &dir, authz_port, upstream, admin, agents, &client, &pki.ca, true,
-    );
-    let with_cert = start_envoy(&dir, config, admin, agents);
+    let (with_cert, agents) = start_envoy(authz_port, upstream, &client, &pki.ca, true);
     // Allowed: the support agent's search; denied: a tool no grant covers.
-    assert_eq!(wait_status(&with_cert, "support-bot", "search", 200), 200);
-    assert_eq!(call(with_cert.agents, "support-bot", "delete_ticket"), 403);
+    assert_eq!(wait_status(agents, "support-bot", "search", 200), 200);
+    assert_eq!(call(agents, "support-bot", "delete_ticket"), 403);
     drop(with_cert);
 
-    let (admin, agents) = (free_port(), free_port());
-    let config = tls_config(
-        &dir, authz_port, upstream, admin, agents, &client, &pki.ca, false,
-    );
-    let without = start_envoy(&dir, config, admin, agents);
+    let (_without, agents) = start_envoy(authz_port, upstream, &client, &pki.ca, false);
     // No client certificate: every handshake is refused, and ext_authz fails closed.
     for _ in 0..3 {
-        assert_eq!(call(without.agents, "support-bot", "search"), 403);
+        assert_eq!(call(agents, "support-bot", "search"), 403);
     }
 }

@@ -99,7 +99,7 @@ impl Stack {
         };
         let envoy = Envoy::start(
             &format!("list-filter-envoy-{response}"),
-            &shipped_config(&ports),
+            &shipped_config("envoy.yaml", &ports),
             ports.admin,
         );
         let agents = ports.agents;

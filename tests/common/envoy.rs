@@ -1,6 +1,6 @@
 //! Envoy 1.40 for the end-to-end tests: started on a config of the test's, its access log
-//! (stdout) collected, killed on drop; and the shipped `deploy/envoy/envoy.yaml` re-addressed
-//! to a test's ports.
+//! (stdout) collected, killed on drop; and the shipped Envoy configs of `deploy/envoy/`
+//! re-addressed to a test's ports.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -74,9 +74,12 @@ pub struct Ports {
     pub otel: u16,
 }
 
-/// `deploy/envoy/envoy.yaml` as shipped, its listeners and clusters on `ports` of 127.0.0.1.
-pub fn shipped_config(ports: &Ports) -> String {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml");
+/// `deploy/envoy/<file>` as shipped (`envoy.yaml`, `envoy-tls.yaml`), its listeners and
+/// clusters on `ports` of 127.0.0.1.
+pub fn shipped_config(file: &str, ports: &Ports) -> String {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/envoy")
+        .join(file);
     let mut config = std::fs::read_to_string(shipped).unwrap();
     for (from, port) in [
         ("0.0.0.0, port_value: 9901", ports.admin),
