@@ -18,6 +18,8 @@
 #[path = "../tests/common/install.rs"]
 #[allow(dead_code)]
 mod install;
+#[path = "../benches/common/release.rs"]
+mod release;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -255,21 +257,7 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--bin",
-            "mcp-authz",
-            "--example",
-            "floor",
-        ])
-        .status()
-        .expect("cargo build");
-    assert!(built.success(), "build failed");
+    release::build();
     let envoy = install::envoy().to_path_buf();
 
     let upstream = upstream().await;

@@ -38,6 +38,8 @@
 mod client;
 #[path = "../benches/common/generate.rs"]
 mod generate;
+#[path = "../benches/common/release.rs"]
+mod release;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -580,23 +582,10 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let verbose = args.iter().any(|a| a == "--verbose");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // `--no-build`: measure the binaries in place (e.g. an earlier build copied there).
-    let no_build = args.iter().any(|a| a == "--no-build");
-    let built = Command::new(if no_build { "true" } else { &cargo })
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--bin",
-            "mcp-authz",
-            "--example",
-            "floor",
-        ])
-        .status()
-        .expect("cargo build");
-    assert!(built.success(), "build failed");
+    if !args.iter().any(|a| a == "--no-build") {
+        release::build();
+    }
     let _ = std::fs::remove_dir_all(logs_dir());
     std::fs::create_dir_all(logs_dir()).unwrap();
     let small_dir = root().join("tests/conformance/policies");
