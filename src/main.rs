@@ -276,6 +276,9 @@ fn init_logging(format: LogFormat) -> (Output, LineFormat) {
 }
 
 async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Result<ExitCode> {
+    // Registered before anything else, so a SIGINT or SIGTERM that arrives while the service
+    // is still starting is a clean stop, not the signal's default action.
+    let shutdown = shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -417,7 +420,7 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
     }
     set_health(&reporter, ServingStatus::Serving).await;
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: finishing in-flight checks");
     admin_state.shutting_down.store(true, Ordering::Relaxed);
     set_health(&reporter, ServingStatus::NotServing).await;
@@ -436,27 +439,25 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// A future that completes on the first SIGINT or SIGTERM (Ctrl-C elsewhere). The handlers
+/// are in place when this returns; a signal before the future is polled is kept, not lost.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let term = async {
-            match term.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term => {}
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -181,6 +181,34 @@ fn sigterm_and_sigint_stop_cleanly() {
     }
 }
 
+/// A signal while the service is still loading its policy (a slow start: thousands of
+/// directories to watch) is a clean stop too, not the signal's default action.
+#[test]
+fn a_signal_during_start_up_stops_cleanly() {
+    let dir = scratch("early-signal");
+    for file in std::fs::read_dir(conformance_dir().join("policies")).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), dir.join(file.file_name())).unwrap();
+    }
+    for n in 0..3000 {
+        std::fs::create_dir_all(dir.join(format!("d{}/{n}", n % 30))).unwrap();
+    }
+    for signal in ["INT", "TERM"] {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"]);
+        command.arg("--policy-dir").arg(&dir);
+        let mut server = Server::spawn_until(command, false);
+        let early = server.find_log("policy loaded").is_none();
+        server.signal(signal);
+        assert_eq!(wait_exit(&mut server), Some(0), "SIG{signal}");
+        let log = server.log.lock().unwrap().join("\n");
+        assert!(log.contains("shutting down"), "{log}");
+        if !early {
+            eprintln!("SIG{signal}: the policy was already loaded when the signal was sent");
+        }
+    }
+}
+
 /// `mcp-authz check` on the conformance policies at a fixed time: exit status and report.
 fn check(args: &[&str]) -> (Option<i32>, Value) {
     check_at(&[&["--now", "2027-01-01T00:00:00Z"], args].concat())

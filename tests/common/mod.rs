@@ -42,7 +42,13 @@ impl Server {
     }
 
     /// Spawns a prepared `serve` command and waits until the policy is loaded.
-    pub fn spawn(mut command: Command) -> Server {
+    pub fn spawn(command: Command) -> Server {
+        Server::spawn_until(command, true)
+    }
+
+    /// Spawns a prepared `serve` command and waits until it listens, and, if `loaded`, until
+    /// its policy is loaded too.
+    pub fn spawn_until(mut command: Command, loaded: bool) -> Server {
         let mut child = command
             .env_remove("MCP_AUTHZ_MODE")
             .stdout(Stdio::null())
@@ -70,7 +76,7 @@ impl Server {
             {
                 server.addr = addr;
             }
-            if !server.addr.is_empty() && server.find_log("policy loaded").is_some() {
+            if !server.addr.is_empty() && (!loaded || server.find_log("policy loaded").is_some()) {
                 return server;
             }
             if let Ok(Some(status)) = server.child.try_wait() {
