@@ -85,7 +85,7 @@ fn decisions(c: &mut Criterion) {
         .map(|(p, t)| (p.as_str(), t.as_bytes()))
         .collect();
     let large = Snapshot::compile(load_files(&borrowed).unwrap());
-    assert_eq!(large.counts.grants, 10_000);
+    assert_eq!(large.counts().grants, 10_000);
     let call = tools_call("tool-4", 0);
     let caller = input(
         "/srv-17/mcp",
@@ -100,7 +100,7 @@ fn decisions(c: &mut Criterion) {
         b.iter(|| authorize(Some(&large), black_box(&caller), &options, now).reason)
     });
     c.bench_function("load and compile 10,000 grants", |b| {
-        b.iter(|| Snapshot::compile(load_files(black_box(&borrowed)).unwrap()).counts)
+        b.iter(|| Snapshot::compile(load_files(black_box(&borrowed)).unwrap()).counts())
     });
 }
 

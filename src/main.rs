@@ -402,13 +402,14 @@ async fn run(args: ServeArgs, output: Output, lines: LineFormat) -> anyhow::Resu
     match loaded {
         Ok(loaded) => {
             let snapshot = &loaded.snapshot;
+            let counts = snapshot.counts();
             metrics.set_policy(snapshot);
             tracing::info!(
                 revision = %snapshot.revision,
-                files = snapshot.counts.files,
-                servers = snapshot.counts.servers,
-                grants = snapshot.counts.grants,
-                sessions = snapshot.counts.sessions,
+                files = counts.files,
+                servers = counts.servers,
+                grants = counts.grants,
+                sessions = counts.sessions,
                 mode = mcp_authz::policy::Mode::from(args.mode).as_str(),
                 "policy loaded"
             )

@@ -240,10 +240,11 @@ impl Metrics {
                 revision: snapshot.revision.to_string(),
             })
             .set(1);
+        let counts = snapshot.counts();
         for (kind, count) in [
-            ("MCPServer", snapshot.counts.servers),
-            ("MCPAccessGrant", snapshot.counts.grants),
-            ("MCPAgentSession", snapshot.counts.sessions),
+            ("MCPServer", counts.servers),
+            ("MCPAccessGrant", counts.grants),
+            ("MCPAgentSession", counts.sessions),
         ] {
             self.policy_objects
                 .get_or_create(&KindLabels { kind })

@@ -416,16 +416,17 @@ fn install_and_log(
         Ok(reloaded) => {
             metrics.set_policy(&reloaded.snapshot);
             let s = &reloaded.snapshot;
+            let counts = s.counts();
             let unchanged = reloaded.previous.as_ref() == Some(&s.revision);
             tracing::info!(
                 cause,
                 revision = %s.revision,
                 unchanged,
                 elapsed_ms,
-                files = s.counts.files,
-                servers = s.counts.servers,
-                grants = s.counts.grants,
-                sessions = s.counts.sessions,
+                files = counts.files,
+                servers = counts.servers,
+                grants = counts.grants,
+                sessions = counts.sessions,
                 "policy reloaded"
             );
             for change in &reloaded.mode_changes {

@@ -186,7 +186,7 @@ enum NameLookup {
     Ambiguous,
 }
 
-/// Object counts, for the summary line, logs and metrics.
+/// Object counts, for the summary line, logs and metrics: [`Snapshot::counts`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub files: usize,
@@ -198,9 +198,13 @@ pub struct Counts {
 #[derive(Debug)]
 pub struct Snapshot {
     pub revision: Text,
-    pub counts: Counts,
+    /// How many files the set was read from.
+    files: usize,
     /// Servers in byte order of `namespace/name`.
     servers: Vec<CompiledServer>,
+    /// Loaded grants and sessions whose `serverRef` names no loaded server (a warning): they
+    /// take part in no decision.
+    detached: (Vec<Grant>, Vec<Session>),
     by_key: HashMap<Text, usize>,
     by_name: HashMap<Text, NameLookup>,
     by_path: HashMap<String, usize>,
@@ -208,12 +212,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn compile(set: PolicySet) -> Snapshot {
-        let counts = Counts {
-            files: set.files,
-            servers: set.servers.len(),
-            grants: set.grants.len(),
-            sessions: set.sessions.len(),
-        };
+        let mut detached = (Vec::new(), Vec::new());
         let mut servers: Vec<CompiledServer> = set
             .servers
             .into_iter()
@@ -246,6 +245,7 @@ impl Snapshot {
         grants.sort_by(|a, b| a.key.full.cmp(&b.key.full));
         for grant in grants {
             let Some(&i) = by_key.get(&*grant.server_ref.full) else {
+                detached.0.push(grant);
                 continue;
             };
             let server = &mut servers[i];
@@ -271,6 +271,7 @@ impl Snapshot {
         sessions.sort_by(|a, b| a.key.full.cmp(&b.key.full));
         for session in sessions {
             let Some(&i) = by_key.get(&*session.server_ref.full) else {
+                detached.1.push(session);
                 continue;
             };
             let server = &mut servers[i];
@@ -296,11 +297,31 @@ impl Snapshot {
             .collect();
         Snapshot {
             revision: set.revision.into(),
-            counts,
+            files: set.files,
             servers,
+            detached,
             by_key,
             by_name,
             by_path,
+        }
+    }
+
+    /// How many files, servers, grants and sessions were loaded (detached ones included).
+    pub fn counts(&self) -> Counts {
+        let (grants, sessions) = self.servers.iter().fold(
+            (self.detached.0.len(), self.detached.1.len()),
+            |(g, s), server| {
+                (
+                    g + server.grants.len(),
+                    s + server.sessions.values().map(Vec::len).sum::<usize>(),
+                )
+            },
+        );
+        Counts {
+            files: self.files,
+            servers: self.servers.len(),
+            grants,
+            sessions,
         }
     }
 
@@ -378,4 +399,68 @@ pub fn mode_changes(old: &Snapshot, new: &Snapshot) -> Vec<ModeChange> {
         .collect();
     changes.sort_by(|a, b| a.key.cmp(&b.key));
     changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SET: &str = r#"
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPServer
+metadata: {name: demo, namespace: ns}
+spec:
+  ingressPath: /demo
+  tools:
+    - {name: echo, requiredTrust: low, sideEffect: read}
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPAccessGrant
+metadata: {name: g1, namespace: ns}
+spec:
+  serverRef: {name: demo}
+  subject: {humanID: h1}
+  maxTrust: high
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPAccessGrant
+metadata: {name: orphan, namespace: ns}
+spec:
+  serverRef: {name: gone}
+  subject: {humanID: h1}
+  maxTrust: high
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPAgentSession
+metadata: {name: s1, namespace: ns}
+spec:
+  serverRef: {name: demo}
+  subject: {humanID: h1}
+  consentedTrust: low
+---
+apiVersion: mcpruntime.org/v1alpha1
+kind: MCPAgentSession
+metadata: {name: s2, namespace: ns}
+spec:
+  serverRef: {name: gone}
+  subject: {humanID: h1}
+  consentedTrust: low
+"#;
+
+    #[test]
+    fn counts_include_objects_no_server_takes() {
+        let set = super::super::load_files(&[("a.yaml", SET.as_bytes())]).unwrap();
+        assert_eq!(set.warnings.len(), 2, "{:?}", set.warnings);
+        let snapshot = Snapshot::compile(set);
+        assert_eq!(
+            snapshot.counts(),
+            Counts {
+                files: 1,
+                servers: 1,
+                grants: 2,
+                sessions: 2,
+            }
+        );
+        assert_eq!(snapshot.servers()[0].grants.len(), 1);
+    }
 }
