@@ -12,13 +12,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use mcp_authz::audit::AuditRecord;
 use mcp_authz::check::{Options, authorize};
 use mcp_authz::metrics::Metrics;
+use mcp_authz::policy::Timestamp;
 use mcp_authz::policy::{Governs, Snapshot, load_files, load_paths};
 use mcp_authz::proto::auth::{CheckRequest, CheckResponse, OkHttpResponse, check_response};
 use mcp_authz::request::CheckInput as Input;
 use mcp_authz::request::{CheckInput, Headers};
 use mcp_authz::response;
 use mcp_authz::rpc;
-use mcp_authz::time::Timestamp;
 use prost::Message;
 
 fn tools_call(tool: &str, padding: usize) -> String {

@@ -23,11 +23,11 @@ use flate2::write::GzEncoder;
 use mcp_authz::audit::AuditRecord;
 use mcp_authz::audit::line::{self, LineFormat};
 use mcp_authz::check::{Options, authorize};
+use mcp_authz::policy::Timestamp;
 use mcp_authz::policy::{Mode, Snapshot, load_paths};
 use mcp_authz::replay::compare::{Baseline, Policy, Replayer};
 use mcp_authz::replay::{self, Input};
 use mcp_authz::request::{CheckInput, Headers};
-use mcp_authz::time::Timestamp;
 use opentelemetry::Value;
 use serde_json::json;
 

@@ -6,11 +6,11 @@ use std::borrow::Cow;
 use crate::decide::{self, CallOutcome, NoRecord, Recorder, SessionInput};
 use crate::decision::{CallInfo, Decision, Reason, Target, Verdict};
 use crate::identity::{self, Caller};
+use crate::policy::Timestamp;
 use crate::policy::snapshot::CompiledServer;
 use crate::policy::{Mode, Primitive, Snapshot};
 use crate::request::CheckInput;
 use crate::rpc::{self, Inspection, Message};
-use crate::time::Timestamp;
 use crate::uri;
 
 /// Service-wide settings that take part in every decision.

@@ -6,9 +6,9 @@
 //! [`NoRecord`], which compiles away, and `check` passes [`Evidence`], which keeps it to render.
 
 use crate::decision::{Reason, ToolFacts, TrustFigures, Verdict};
+use crate::policy::Timestamp;
 use crate::policy::snapshot::{CompiledGrant, CompiledServer, CompiledSession, Identity};
 use crate::policy::{DefaultDecision, Mode, Primitive, Ruling, Trust};
-use crate::time::Timestamp;
 
 /// The session a call runs under, as far as the identity stage resolved it.
 #[derive(Debug, Clone, Copy)]

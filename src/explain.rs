@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 
 use crate::decide::{Evidence, Finding, MonitorRule};
 use crate::decision::{Decision, Verdict};
+use crate::policy::Timestamp;
 use crate::policy::snapshot::CompiledGrant;
 use crate::policy::{Mode, Primitive, Ruling, SideEffect};
-use crate::time::Timestamp;
 
 /// Exit status of `check` for a decision: 0 allowed, 1 denied, 3 would-deny.
 pub fn exit_code(decision: &Decision) -> u8 {

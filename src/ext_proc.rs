@@ -37,6 +37,7 @@ use crate::decision::{CallInfo, Verdict};
 use crate::filter::{self, Filtered, Format, ListMethod, Passthrough, Visibility};
 use crate::identity::{self, Caller};
 use crate::metrics::Metrics;
+use crate::policy::Timestamp;
 use crate::policy::snapshot::CompiledServer;
 use crate::policy::{Mode, Primitive, Snapshot};
 use crate::proto::core::header_value_option::HeaderAppendAction;
@@ -53,7 +54,6 @@ use crate::proto::processing_mode::processing_mode::{BodySendMode, HeaderSendMod
 use crate::reload::PolicyStore;
 use crate::request::{CheckInput, Headers, jwt_payloads};
 use crate::rpc::{self, Inspection, Message as RpcMessage};
-use crate::time::Timestamp;
 
 /// The service name Envoy's active gRPC health check asks for on the ext_proc cluster.
 pub const EXT_PROC_SERVICE: &str = "envoy.service.ext_proc.v3.ExternalProcessor";

@@ -4,9 +4,9 @@ use std::borrow::Cow;
 
 use crate::decision::Reason;
 use crate::policy::AuthMode;
+use crate::policy::Timestamp;
 use crate::policy::snapshot::{CompiledServer, CompiledSession, Identity};
 use crate::request::CheckInput;
-use crate::time::Timestamp;
 
 /// The caller and their session as the request names them.
 #[derive(Debug, Clone)]

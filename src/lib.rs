@@ -9,8 +9,8 @@
 //!
 //! Layout, one concept per module:
 //! - [`policy`]: the policy model; `load` (files → YAML documents, revision), `yaml` (documents
-//!   with lines), `validate` (every problem, `FILE:LINE`), `snapshot` (compiled, indexed).
-//! - [`time`]: RFC 3339 timestamps.
+//!   with lines), `validate` (every problem, `FILE:LINE`), `snapshot` (compiled, indexed),
+//!   `timestamp` (RFC 3339 instants, read by the `time` crate).
 //! - [`request`]: the CheckRequest as plain borrowed data (headers, body, claims, principal).
 //! - [`rpc`]: JSON-RPC inspection: body limits, strict JSON, batches, ambiguity.
 //! - [`uri`]: the canonical form resource URIs are matched in.
@@ -20,6 +20,8 @@
 //! - [`check`]: the whole Check: server selection, batches, service/server monitor mode.
 //! - [`decision`]: the outcome and its evidence; reason codes.
 //! - [`explain`]: the `check` command's report: the decision and its recorded evidence.
+//! - [`replay`]: recorded decisions (audit lines, OTLP JSON, Jaeger JSON) re-decided against a
+//!   candidate policy set: `read` (inputs), `keys` (record fields), `compare`, `report`.
 //! - [`filter`]: list answers narrowed to what the caller may call (SPEC §7).
 //! - [`ext_proc`]: the tonic ExternalProcessor service that filters list answers in Envoy.
 //! - [`response`]: Decision → CheckResponse (headers, denied body, dynamic metadata), written
@@ -63,7 +65,5 @@ pub mod response;
 pub mod rpc;
 pub mod service;
 pub mod settings;
-
-pub mod time;
 pub mod tls;
 pub mod uri;

@@ -23,6 +23,7 @@ use mcp_authz::logging::Output;
 use mcp_authz::metrics::Metrics;
 use mcp_authz::otlp_config::Export;
 use mcp_authz::policy::Snapshot;
+use mcp_authz::policy::Timestamp;
 use mcp_authz::policy::snapshot::Identity;
 use mcp_authz::policy::{LoadError, Severity, load_paths};
 use mcp_authz::reload::{self, PolicyStore};
@@ -33,7 +34,6 @@ use mcp_authz::service::{CheckContext, serve, serve_on, set_health};
 use mcp_authz::settings::{
     AdminListen, CheckArgs, Cli, Command, FailOn, LogFormat, ReplayArgs, ReportFormat, ServeArgs,
 };
-use mcp_authz::time::Timestamp;
 use mcp_authz::tls::ServerTls;
 
 /// Exit status for an invalid policy set at start-up.

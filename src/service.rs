@@ -18,13 +18,13 @@ use crate::audit::Audit;
 use crate::check::{Options, authorize};
 use crate::ext_proc::{EXT_PROC_SERVICE, ListFilter};
 use crate::metrics::Metrics;
+use crate::policy::Timestamp;
 use crate::proto::auth::CheckRequest;
 use crate::proto::auth::authorization_server::{Authorization, AuthorizationServer};
 use crate::proto::ext_proc::external_processor_server::ExternalProcessorServer;
 use crate::reload::PolicyStore;
 use crate::request::CheckInput;
 use crate::response::{EncodedResponse, encode};
-use crate::time::Timestamp;
 
 /// The service name Envoy's active gRPC health check asks for.
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";

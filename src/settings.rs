@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+use crate::policy::Timestamp;
 use crate::policy::{Mode, Primitive};
-use crate::time::Timestamp;
 
 #[derive(Debug, Parser)]
 #[command(

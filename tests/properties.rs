@@ -10,12 +10,12 @@ use mcp_authz::decide::{CallOutcome, Evidence, NoRecord, SessionInput, decide_ca
 use mcp_authz::decision::{Decision, Reason, Target, Verdict};
 use mcp_authz::explain;
 use mcp_authz::identity::Caller;
+use mcp_authz::policy::Timestamp;
 use mcp_authz::policy::snapshot::Identity;
 use mcp_authz::policy::{Mode, Primitive, Snapshot, Trust, load_files, load_paths};
 use mcp_authz::proto::auth::{CheckRequest, CheckResponse};
 use mcp_authz::request::CheckInput;
 use mcp_authz::response::encode;
-use mcp_authz::time::Timestamp;
 use proptest::prelude::*;
 use prost::Message;
 use support::Req;

@@ -421,7 +421,7 @@ fn a_jaeger_export_replays_streamed_or_as_one_line_with_sample_rates() {
         assert_eq!(input(&report, "other_spans"), 1);
         let example = &report["changes"][0]["examples"][0];
         assert_eq!(example["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
-        let time = |t: &str| mcp_authz::time::Timestamp::parse_rfc3339(t).unwrap();
+        let time = |t: &str| mcp_authz::policy::Timestamp::parse_rfc3339(t).unwrap();
         assert_eq!(
             time(example["time"].as_str().unwrap()),
             time("2026-11-20T10:00:00.0001Z")

@@ -11,7 +11,7 @@ use mcp_authz::policy::{Mode, Snapshot, load_files};
 use mcp_authz::proto::auth::CheckRequest;
 use mcp_authz::request::CheckInput;
 use mcp_authz::response::encode;
-use mcp_authz::time::Timestamp;
+use mcp_authz::policy::Timestamp;
 use prost::Message;
 
 static SNAPSHOT: LazyLock<Snapshot> = LazyLock::new(|| {

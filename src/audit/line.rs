@@ -14,7 +14,7 @@ use super::{
     Undelivered, line_key as key,
 };
 use crate::logging::{AUDIT_TARGET, Output};
-use crate::time::{Micros, Timestamp};
+use crate::policy::Timestamp;
 
 /// How lines look: text (optionally coloured for a terminal) or one JSON object each.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,10 +26,7 @@ pub struct LineFormat {
 /// Appends `record`'s line (ending in a newline) to `out`.
 pub fn write(record: &AuditRecord, format: LineFormat, out: &mut Vec<u8>) {
     let mut line = Line { out, format };
-    line.start(
-        &Micros(Timestamp::from_system(record.ended)),
-        DECISION_MESSAGE,
-    );
+    line.start(Timestamp::from_system(record.ended), DECISION_MESSAGE);
     line.string(key::DECISION, record.decision.as_str());
     line.string(key::REASON, record.reason.as_str());
     line.raw(
@@ -73,7 +70,7 @@ pub fn write(record: &AuditRecord, format: LineFormat, out: &mut Vec<u8>) {
     line.string(key::TRACE_ID, &record.ids.trace_hex());
     line.string(
         key::START_TIME,
-        &Micros(Timestamp::from_system(record.started)).to_string(),
+        &micros(Timestamp::from_system(record.started)),
     );
     line.end();
 }
@@ -85,10 +82,7 @@ pub const FILTER_MESSAGE: &str = "list filtered";
 /// Appends the line of a filtered list (SPEC §7) to `out`: what its span carries.
 pub fn write_filter(record: &FilterRecord, format: LineFormat, out: &mut Vec<u8>) {
     let mut line = Line { out, format };
-    line.start(
-        &Micros(Timestamp::from_system(record.ended)),
-        FILTER_MESSAGE,
-    );
+    line.start(Timestamp::from_system(record.ended), FILTER_MESSAGE);
     line.string(key::METHOD, record.method);
     line.string(key::SERVER, &record.server.full);
     for (_, name, value) in record.caller() {
@@ -119,6 +113,35 @@ pub fn write_filter(record: &FilterRecord, format: LineFormat, out: &mut Vec<u8>
     line.end();
 }
 
+/// Appends `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, microseconds: the form tracing's own lines
+/// carry) digit by digit, without `fmt`: every audit line starts with one.
+fn write_micros(time: Timestamp, out: &mut Vec<u8>) {
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    for (value, (at, width)) in time.utc_fields().into_iter().zip([
+        (0, 4),
+        (5, 2),
+        (8, 2),
+        (11, 2),
+        (14, 2),
+        (17, 2),
+        (20, 6),
+    ]) {
+        let mut value = value;
+        for digit in text[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    out.extend_from_slice(&text);
+}
+
+/// [`write_micros`] as a string.
+fn micros(time: Timestamp) -> String {
+    let mut out = Vec::with_capacity(27);
+    write_micros(time, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 struct Line<'a> {
     out: &'a mut Vec<u8>,
     format: LineFormat,
@@ -126,18 +149,18 @@ struct Line<'a> {
 
 // Writes into a Vec<u8> cannot fail.
 impl Line<'_> {
-    fn start(&mut self, time: &Micros, message: &str) {
+    fn start(&mut self, time: Timestamp, message: &str) {
         let out = &mut *self.out;
         match (self.format.json, self.format.ansi) {
             (true, _) => {
                 out.extend_from_slice(br#"{"timestamp":""#);
-                time.0.write_micros(out);
+                write_micros(time, out);
                 out.extend_from_slice(br#"","level":"INFO","message":""#);
                 out.extend_from_slice(message.as_bytes());
                 out.push(b'"');
             }
             (false, false) => {
-                time.0.write_micros(out);
+                write_micros(time, out);
                 out.extend_from_slice(b"  INFO ");
                 out.extend_from_slice(AUDIT_TARGET.as_bytes());
                 out.extend_from_slice(b": ");
@@ -145,7 +168,7 @@ impl Line<'_> {
             }
             (false, true) => {
                 out.extend_from_slice(b"\x1b[2m");
-                time.0.write_micros(out);
+                write_micros(time, out);
                 out.extend_from_slice(b"\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2m");
                 out.extend_from_slice(AUDIT_TARGET.as_bytes());
                 out.extend_from_slice(b"\x1b[0m\x1b[2m:\x1b[0m ");
@@ -308,6 +331,30 @@ mod tests {
     use crate::policy::{Snapshot, load_paths};
     use crate::request::{CheckInput, Headers};
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn line_times_written_by_hand_match_the_time_crate() {
+        let reference = time::format_description::parse_borrowed::<1>(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z",
+        )
+        .unwrap();
+        for nanos in [
+            0u64,
+            1,
+            999,
+            1_000,
+            999_999_999,
+            1_764_161_745_827_225_900,
+            1_709_251_199_000_001_000,
+            u64::MAX,
+        ] {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
+            let mut out = Vec::new();
+            write_micros(Timestamp::from_system(at), &mut out);
+            let expected = time::UtcDateTime::from(at).format(&reference).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{nanos}");
+        }
+    }
 
     /// The line of a `tools/call` of `upper` on the conformance policies' demo server.
     fn line(agent: &str, format: LineFormat) -> String {

@@ -5,16 +5,16 @@
 
 pub mod load;
 pub mod snapshot;
+pub mod timestamp;
 pub mod validate;
 pub mod yaml;
 
 use std::fmt;
 use std::sync::Arc;
 
-use crate::time::Timestamp;
-
 pub use load::{LoadError, PolicySet, load_files, load_paths};
 pub use snapshot::Snapshot;
+pub use timestamp::{Timestamp, TimestampError};
 pub use validate::{Problem, Severity};
 
 pub const API_VERSION: &str = "mcpruntime.org/v1alpha1";

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::load::PolicySet;
 use super::{Entry, Grant, Primitive, Server, Session, Subject, Text, lookup};
-use crate::time::Timestamp;
+use crate::policy::Timestamp;
 
 /// A caller's identity as resolved from the request; empty strings never appear here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use super::{
     ObjectKey, Primitive, RiskLevel, Rule, RuleDecision, Server, ServerMode, Session, SideEffect,
     Subject, Trust,
 };
-use crate::time::Timestamp;
+use crate::policy::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {

@@ -8,11 +8,11 @@ use super::read::{Position, Record};
 use crate::check::{Options, decide_call};
 use crate::decision::{Decision, Reason};
 use crate::identity::{self, Caller};
+use crate::policy::Timestamp;
 use crate::policy::snapshot::{CompiledServer, Identity};
 use crate::policy::{AuthMode, Mode, Primitive, Snapshot};
 use crate::request::CheckInput;
 use crate::rpc;
-use crate::time::Timestamp;
 
 /// The verdict as the gateway applied it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

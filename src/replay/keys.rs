@@ -117,10 +117,10 @@ mod tests {
     use crate::audit::AuditRecord;
     use crate::audit::line::{self, LineFormat};
     use crate::check::{Options, authorize};
+    use crate::policy::Timestamp;
     use crate::policy::{Primitive, Snapshot, load_paths};
     use crate::replay::read::{LineKind, Position, Record, Shape, Sink, read_line};
     use crate::request::{CheckInput, Headers};
-    use crate::time::Timestamp;
     use opentelemetry::Value;
     use std::time::{Duration, SystemTime};
 

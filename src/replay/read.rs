@@ -17,7 +17,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::keys::{self, Field};
 use crate::policy::Primitive;
-use crate::time::Timestamp;
+use crate::policy::Timestamp;
 
 /// Where a record was read, so that examples come in input order whoever parsed them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

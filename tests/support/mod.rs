@@ -3,9 +3,9 @@
 
 use mcp_authz::check::{Options, authorize};
 use mcp_authz::decision::Decision;
+use mcp_authz::policy::Timestamp;
 use mcp_authz::policy::{Mode, Snapshot, load_files};
 use mcp_authz::request::{CheckInput, Claims, Headers};
-use mcp_authz::time::Timestamp;
 
 pub fn snapshot(yaml: &str) -> Snapshot {
     match load_files(&[("policy.yaml", yaml.as_bytes())]) {
