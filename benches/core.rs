@@ -11,9 +11,9 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mcp_authz::audit::AuditRecord;
 use mcp_authz::check::{Options, authorize};
+use mcp_authz::decision::Verdict;
 use mcp_authz::metrics::Metrics;
-use mcp_authz::policy::Timestamp;
-use mcp_authz::policy::{Governs, Snapshot, load_files, load_paths};
+use mcp_authz::policy::{Governs, Snapshot, Timestamp, load_files, load_paths};
 use mcp_authz::proto::auth::{CheckRequest, CheckResponse, OkHttpResponse, check_response};
 use mcp_authz::request::CheckInput as Input;
 use mcp_authz::request::{CheckInput, Headers};
@@ -78,6 +78,15 @@ fn decisions(c: &mut Criterion) {
     c.bench_function("decide conformance policies (monitor grant, rerun)", |b| {
         b.iter(|| authorize(Some(&small), black_box(&monitored), &options, now).reason)
     });
+    let denied = input("/demo/mcp", vec![("x-mcp-agent-id", "bot-7")], &body);
+    for (name, input, verdict) in [
+        ("answer an allow (wire bytes)", &allowed, Verdict::Allow),
+        ("answer a denial (wire bytes)", &denied, Verdict::Deny),
+    ] {
+        let decision = authorize(Some(&small), input, &options, now);
+        assert_eq!(decision.applied(), verdict, "{:?}", decision.reason);
+        c.bench_function(name, |b| b.iter(|| response::encode(black_box(&decision))));
+    }
 
     let files = generate::large();
     let borrowed: Vec<(&str, &[u8])> = files

@@ -2,12 +2,16 @@
 //!
 //! The answer is written straight to protobuf wire bytes: building prost's `CheckResponse`
 //! takes some twenty allocations (its `Struct` keys and values are owned `String`s in a
-//! `BTreeMap`), and an answer is written on every Check. The field numbers are those of
+//! `BTreeMap`), and an answer is written on every Check. Keys and varints are
+//! `prost::encoding`'s; what is ours is the one pass that sets a byte aside for each message's
+//! length (callgrind: 2,199 instructions per allow answer, 10,731 per denial with its body,
+//! against ~2,060 and ~10,580 with a private varint writer). The field numbers are those of
 //! `proto/`; [`EncodedResponse::to_message`] decodes an answer with the generated types, and the
 //! tests check that every answer decodes and re-encodes to the same bytes.
 
 use bytes::Bytes;
 use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 use crate::decision::{Decision, DenialForm, Reason, Verdict};
 use crate::policy::{AuthMode, Primitive};
@@ -107,54 +111,39 @@ mod structs {
     pub const BOOL_VALUE: u32 = 4;
 }
 
-/// Protobuf wire writing for the shapes an answer has.
+/// Protobuf wire writing for the shapes an answer has, on `prost::encoding`'s primitives.
 struct Writer(Vec<u8>);
 
 impl Writer {
-    const VARINT: u32 = 0;
-    const LEN: u32 = 2;
-
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.0.push(value as u8 | 0x80);
-            value >>= 7;
-        }
-        self.0.push(value as u8);
-    }
-
-    fn key(&mut self, field: u32, wire_type: u32) {
-        self.varint(u64::from(field << 3 | wire_type));
-    }
-
     /// A varint field; zero is the default and is left out.
     fn uint(&mut self, field: u32, value: u64) {
         if value != 0 {
-            self.key(field, Self::VARINT);
-            self.varint(value);
+            encode_key(field, WireType::Varint, &mut self.0);
+            encode_varint(value, &mut self.0);
         }
     }
 
     /// A string field (written even when empty: every caller means it to be present).
     fn string(&mut self, field: u32, value: &str) {
-        self.key(field, Self::LEN);
-        self.varint(value.len() as u64);
+        encode_key(field, WireType::LengthDelimited, &mut self.0);
+        encode_varint(value.len() as u64, &mut self.0);
         self.0.extend_from_slice(value.as_bytes());
     }
 
     /// A message field whose content `body` writes. The length goes before the content, so one
     /// byte is set aside for it and the content moved up in the rare case it needs more.
     fn message(&mut self, field: u32, body: impl FnOnce(&mut Self)) {
-        self.key(field, Self::LEN);
+        encode_key(field, WireType::LengthDelimited, &mut self.0);
         let at = self.0.len();
         self.0.push(0);
         body(self);
-        let len = self.0.len() - at - 1;
-        if len < 0x80 {
+        let len = (self.0.len() - at - 1) as u64;
+        if encoded_len_varint(len) == 1 {
             self.0[at] = len as u8;
         } else {
-            let mut prefix = Writer(Vec::with_capacity(10));
-            prefix.varint(len as u64);
-            self.0.splice(at..=at, prefix.0);
+            let mut prefix = Vec::with_capacity(encoded_len_varint(len));
+            encode_varint(len, &mut prefix);
+            self.0.splice(at..=at, prefix);
         }
     }
 
@@ -300,8 +289,8 @@ fn dynamic_metadata(w: &mut Writer, decision: &Decision) {
     }
     // A oneof member is written even when it holds its default.
     w.entry("would_deny", |w| {
-        w.key(structs::BOOL_VALUE, Writer::VARINT);
-        w.varint(u64::from(decision.would_deny));
+        encode_key(structs::BOOL_VALUE, WireType::Varint, &mut w.0);
+        encode_varint(u64::from(decision.would_deny), &mut w.0);
     });
 }
 
