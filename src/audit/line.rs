@@ -27,15 +27,14 @@ pub struct LineFormat {
 pub fn write(record: &AuditRecord, format: LineFormat, out: &mut Vec<u8>) {
     let mut line = Line { out, format };
     line.start(Timestamp::from_system(record.ended), DECISION_MESSAGE);
-    line.string(key::DECISION, record.decision.as_str());
-    line.string(key::REASON, record.reason.as_str());
+    line.clean(key::DECISION, record.decision.as_str());
+    line.clean(key::REASON, record.reason.as_str());
     line.raw(
         key::WOULD_DENY,
         if record.would_deny { "true" } else { "false" },
     );
-    line.string(key::MODE, record.mode.as_str());
-    line.name(key::STATUS_CODE);
-    let _ = write!(line.out, "{}", record.status_code);
+    line.clean(key::MODE, record.mode.as_str());
+    line.number(key::STATUS_CODE, u64::from(record.status_code));
     if let Some(server) = &record.server {
         line.string(key::SERVER, &server.full);
     }
@@ -44,34 +43,40 @@ pub fn write(record: &AuditRecord, format: LineFormat, out: &mut Vec<u8>) {
     for which in RequestText::ALL {
         line.optional(which.line_key(), record.text(which));
     }
-    line.optional(
-        key::REQUIRED_TRUST,
-        record.required_trust().map(|t| t.as_str()),
-    );
+    if let Some(required) = record.required_trust() {
+        line.clean(key::REQUIRED_TRUST, required.as_str());
+    }
     if let Some(trust) = record.trust {
-        line.string(key::ADMIN_TRUST, trust.admin.as_str());
-        line.string(key::CONSENTED_TRUST, trust.consented.as_str());
-        line.string(key::EFFECTIVE_TRUST, trust.effective.as_str());
+        line.clean(key::ADMIN_TRUST, trust.admin.as_str());
+        line.clean(key::CONSENTED_TRUST, trust.consented.as_str());
+        line.clean(key::EFFECTIVE_TRUST, trust.effective.as_str());
     }
     if let Some(tool) = record.tool {
-        line.string(
+        line.clean(
             key::REQUIRED_SIDE_EFFECT,
             tool.side_effect.map_or("", |e| e.as_str()),
         );
-        line.optional(key::RISK_LEVEL, tool.risk_level.map(|r| r.as_str()));
+        if let Some(risk) = tool.risk_level {
+            line.clean(key::RISK_LEVEL, risk.as_str());
+        }
     }
     line.optional(key::POLICY_VERSION, record.policy_version.as_deref());
-    line.string(
+    // `sha256:` and hex digits, written by the loader.
+    line.clean(
         key::POLICY_REVISION,
         record.revision.as_deref().unwrap_or(""),
     );
     line.name(key::SAMPLE_RATE);
-    let _ = write!(line.out, "{}", record.sample_rate);
-    line.string(key::TRACE_ID, &record.ids.trace_hex());
-    line.string(
-        key::START_TIME,
-        &micros(Timestamp::from_system(record.started)),
-    );
+    if record.sample_rate == 1.0 {
+        line.out.push(b'1');
+    } else {
+        let _ = write!(line.out, "{}", record.sample_rate);
+    }
+    line.trace_id(&record.ids.trace_id);
+    line.name(key::START_TIME);
+    line.out.push(b'"');
+    write_micros(Timestamp::from_system(record.started), line.out);
+    line.out.push(b'"');
     line.end();
 }
 
@@ -88,15 +93,14 @@ pub fn write_filter(record: &FilterRecord, format: LineFormat, out: &mut Vec<u8>
     for (_, name, value) in record.caller() {
         line.optional(name, value);
     }
-    line.string(key::POLICY_REVISION, &record.revision);
-    line.string(key::MODE, record.mode.as_str());
+    line.clean(key::POLICY_REVISION, &record.revision);
+    line.clean(key::MODE, record.mode.as_str());
     for (name, count) in [
         (key::LISTED, record.listed),
         (key::HIDDEN, record.hidden),
         (key::WOULD_HIDE, record.would_hide),
     ] {
-        line.name(name);
-        let _ = write!(line.out, "{count}");
+        line.number(name, count as u64);
     }
     line.name(key::HIDDEN_NAMES);
     line.out.push(b'[');
@@ -109,7 +113,7 @@ pub fn write_filter(record: &FilterRecord, format: LineFormat, out: &mut Vec<u8>
         line.out.push(b'"');
     }
     line.out.push(b']');
-    line.string(key::TRACE_ID, &record.ids.trace_hex());
+    line.trace_id(&record.ids.trace_id);
     line.end();
 }
 
@@ -133,13 +137,6 @@ fn write_micros(time: Timestamp, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&text);
-}
-
-/// [`write_micros`] as a string.
-fn micros(time: Timestamp) -> String {
-    let mut out = Vec::with_capacity(27);
-    write_micros(time, &mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 struct Line<'a> {
@@ -210,6 +207,45 @@ impl Line<'_> {
         out.push(b'"');
         escape(value, self.format.json, out);
         out.push(b'"');
+    }
+
+    /// A string value that needs no escape (the names of verdicts, reasons, modes and
+    /// levels, all plain ASCII words; the revision), copied as it is.
+    fn clean(&mut self, name: &str, value: &str) {
+        debug_assert!(!value.bytes().any(|b| ESCAPED[b as usize]), "{value:?}");
+        self.name(name);
+        let out = &mut *self.out;
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    }
+
+    /// A number, its digits written without `fmt`.
+    fn number(&mut self, name: &str, mut value: u64) {
+        self.name(name);
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        self.out.extend_from_slice(&digits[at..]);
+    }
+
+    /// The trace id as 32 lower-case hex digits, in quotes.
+    fn trace_id(&mut self, id: &[u8; 16]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.name(key::TRACE_ID);
+        let mut text = [b'"'; 34];
+        for (i, b) in id.iter().enumerate() {
+            text[1 + 2 * i] = HEX[usize::from(b >> 4)];
+            text[2 + 2 * i] = HEX[usize::from(b & 0xf)];
+        }
+        self.out.extend_from_slice(&text);
     }
 
     fn optional(&mut self, name: &str, value: Option<&str>) {
@@ -454,6 +490,16 @@ mod tests {
         assert_eq!(json["would_deny"], true);
         assert_eq!(json["status_code"], 200);
         assert_eq!(json["grant"], "mcp-servers/rollout-low-trust");
+        assert_eq!(json["sample_rate"], 1.0);
+        assert_eq!(json["start_time"], "2026-11-26T12:55:45.827225Z");
+        let trace = json["trace_id"].as_str().unwrap();
+        assert!(
+            trace.len() == 32
+                && trace
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{trace}"
+        );
         let text = line("a-new", TEXT);
         let names: Vec<&str> = text
             .split(' ')
@@ -469,5 +515,31 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort_unstable();
         assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn numbers_and_trace_ids_written_by_hand_match_fmt() {
+        let mut out = Vec::new();
+        let mut line = Line {
+            out: &mut out,
+            format: LineFormat {
+                json: true,
+                ansi: false,
+            },
+        };
+        for n in [0, 7, 10, 200, 503, 12_345, u64::MAX] {
+            line.number("n", n);
+        }
+        let id = [
+            0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+            0x47, 0x00,
+        ];
+        line.trace_id(&id);
+        let expected = format!(
+            r#","n":0,"n":7,"n":10,"n":200,"n":503,"n":12345,"n":{},"trace_id":"{:032x}""#,
+            u64::MAX,
+            u128::from_be_bytes(id)
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
     }
 }
