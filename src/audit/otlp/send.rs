@@ -22,7 +22,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Where export requests go.
+/// Where export requests go (one per process, so its size does not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum Transport {
     Grpc {
         grpc: tonic::client::Grpc<Channel>,
