@@ -22,13 +22,13 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use mcp_authz::audit::AuditRecord;
 use mcp_authz::audit::line::{self, LineFormat};
+use mcp_authz::audit::otlp::AttrValue;
 use mcp_authz::check::{Options, authorize};
 use mcp_authz::policy::Timestamp;
 use mcp_authz::policy::{Mode, Snapshot, load_paths};
 use mcp_authz::replay::compare::{Baseline, Policy, Replayer};
 use mcp_authz::replay::{self, Input};
 use mcp_authz::request::{CheckInput, Headers};
-use opentelemetry::Value;
 use serde_json::json;
 
 fn policies() -> PathBuf {
@@ -128,19 +128,20 @@ fn span(record: &AuditRecord, i: u64) -> serde_json::Value {
             .map_or(0, |d| d.as_nanos())
             .to_string()
     };
-    let attributes: Vec<serde_json::Value> = record
-        .attributes()
-        .into_iter()
-        .map(|kv| {
-            let value = match kv.value {
-                Value::Bool(b) => json!({"boolValue": b}),
-                Value::I64(n) => json!({"intValue": n.to_string()}),
-                Value::F64(f) => json!({"doubleValue": f}),
-                other => json!({"stringValue": other.as_str()}),
-            };
-            json!({"key": kv.key.as_str(), "value": value})
-        })
-        .collect();
+    let mut attributes: Vec<serde_json::Value> = Vec::new();
+    record.for_each_attribute(|key, value| {
+        let value = match value {
+            AttrValue::Bool(b) => json!({"boolValue": b}),
+            AttrValue::Int(n) => json!({"intValue": n.to_string()}),
+            AttrValue::Double(f) => json!({"doubleValue": f}),
+            AttrValue::Str(s) => json!({"stringValue": s}),
+            AttrValue::Strs(items) => json!({"arrayValue": {"values": items
+                .iter()
+                .map(|s| json!({"stringValue": s}))
+                .collect::<Vec<_>>()}}),
+        };
+        attributes.push(json!({"key": key, "value": value}));
+    });
     json!({
         "traceId": format!("{:032x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15 + 1),
         "spanId": format!("{:016x}", i + 1),

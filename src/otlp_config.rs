@@ -1,19 +1,18 @@
 //! The OTLP exporter's settings: the flags and the OpenTelemetry SDK environment (for the trace
-//! signal, as the OpenTelemetry specification defines it) resolved into a typed [`Export`], and
-//! the [`opentelemetry_otlp::SpanExporter`] built from it.
+//! signal, as the OpenTelemetry specification defines it) resolved into a typed [`Export`], the
+//! TLS material and the resource the exporter (`crate::audit::otlp`) is built from.
 //!
 //! Resolution is pure (the environment is a lookup function), so every rule is unit-tested:
 //! a flag wins over `OTEL_EXPORTER_OTLP_TRACES_*`, which wins over `OTEL_EXPORTER_OTLP_*`.
-//! Every value is resolved here and handed to the builders explicitly, so what the exporter does
-//! never depends on which variables a version of `opentelemetry-otlp` happens to read.
+//! Every value is resolved here and handed to the exporter explicitly, so what it does never
+//! depends on which variables a library version happens to read.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SpanExporter;
+
+use crate::audit::otlp::OwnedValue;
 
 /// The service name when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
 pub const DEFAULT_SERVICE_NAME: &str = "mcp-authz";
@@ -315,12 +314,12 @@ impl ExportConfig {
         }
     }
 
-    /// Reads and checks the certificate files, as [`build_exporter`] will.
+    /// Reads and checks the certificate files, as the exporter will.
     pub fn check_files(&self) -> Result<(), ConfigError> {
         TlsMaterial::load(&self.tls)?.rustls_client().map(drop)
     }
 
-    fn https(&self) -> bool {
+    pub(crate) fn https(&self) -> bool {
         self.url().starts_with("https://")
     }
 }
@@ -342,6 +341,30 @@ pub fn resource() -> Resource {
     Resource::builder().with_service_name(name).build()
 }
 
+/// [`resource`]'s attributes as the exporter encodes them, and its schema URL.
+pub fn resource_attributes() -> (Vec<(String, OwnedValue)>, Option<String>) {
+    use opentelemetry::{Array, Value};
+    let resource = resource();
+    let attributes = resource
+        .iter()
+        .map(|(key, value)| {
+            let value = match value {
+                Value::Bool(b) => OwnedValue::Bool(*b),
+                Value::I64(n) => OwnedValue::Int(*n),
+                Value::F64(f) => OwnedValue::Double(*f),
+                Value::String(s) => OwnedValue::Str(s.as_str().to_string()),
+                Value::Array(Array::String(items)) => {
+                    OwnedValue::Strs(items.iter().map(|s| s.as_str().to_string()).collect())
+                }
+                // Neither the SDK's detectors nor `OTEL_RESOURCE_ATTRIBUTES` make other arrays.
+                other => OwnedValue::Str(other.to_string()),
+            };
+            (key.as_str().to_string(), value)
+        })
+        .collect();
+    (attributes, resource.schema_url().map(str::to_string))
+}
+
 fn read(name: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|source| ConfigError::Read {
         name,
@@ -351,13 +374,13 @@ fn read(name: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigErr
 }
 
 /// The certificate files, read and checked (PEM).
-struct TlsMaterial {
+pub(crate) struct TlsMaterial {
     ca: Option<Vec<u8>>,
     client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl TlsMaterial {
-    fn load(files: &TlsFiles) -> Result<Self, ConfigError> {
+    pub(crate) fn load(files: &TlsFiles) -> Result<Self, ConfigError> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let certs = |name, path: &std::path::Path| -> Result<Vec<u8>, ConfigError> {
@@ -398,7 +421,12 @@ impl TlsMaterial {
     }
 
     /// rustls settings for HTTP: the CA file, else the system roots; the client certificate.
-    fn rustls_client(&self) -> Result<rustls::ClientConfig, ConfigError> {
+    /// Whether a CA or a client certificate is set.
+    pub(crate) fn has_files(&self) -> bool {
+        self.ca.is_some() || self.client.is_some()
+    }
+
+    pub(crate) fn rustls_client(&self) -> Result<rustls::ClientConfig, ConfigError> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let mut roots = rustls::RootCertStore::empty();
@@ -444,7 +472,7 @@ impl TlsMaterial {
     }
 
     /// tonic's settings for gRPC: the CA file, else the system roots; the client certificate.
-    fn tonic_client(&self) -> tonic::transport::ClientTlsConfig {
+    pub(crate) fn tonic_client(&self) -> tonic::transport::ClientTlsConfig {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
         let config = ClientTlsConfig::new();
         let config = match &self.ca {
@@ -458,73 +486,10 @@ impl TlsMaterial {
     }
 }
 
-/// The exporter for `config`, its resource set. Reads the certificate files (an unreadable or
-/// empty one is an error); call it inside a Tokio runtime.
-pub fn build_exporter(
-    config: &ExportConfig,
-) -> Result<opentelemetry_otlp::SpanExporter, ConfigError> {
-    let tls = TlsMaterial::load(&config.tls)?;
-    if !config.https() && (tls.ca.is_some() || tls.client.is_some()) {
-        tracing::warn!(
-            endpoint = %config.url(),
-            "the OTLP certificate settings apply to https:// endpoints only; this one is plain"
-        );
-    }
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let mut exporter = match config.protocol {
-        Protocol::Grpc => {
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            for (key, value) in &config.headers {
-                let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes())
-                    .map_err(|e| ConfigError::Build(format!("header `{key}`: {e}")))?;
-                let value = value
-                    .parse()
-                    .map_err(|e| ConfigError::Build(format!("header `{key}`: {e}")))?;
-                metadata.append(key, value);
-            }
-            let mut builder = builder
-                .with_tonic()
-                .with_endpoint(config.url())
-                .with_timeout(config.timeout)
-                .with_metadata(metadata);
-            if config.gzip {
-                builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
-            }
-            if config.https() {
-                builder = builder.with_tls_config(tls.tonic_client());
-            }
-            builder.build()
-        }
-        Protocol::HttpProtobuf => {
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls.rustls_client()?)
-                .https_or_http()
-                .enable_http1()
-                .build();
-            let client =
-                opentelemetry_http::hyper::HyperClient::new(connector, config.timeout, None);
-            let headers: HashMap<String, String> = config.headers.iter().cloned().collect();
-            let mut builder = builder
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(config.url())
-                .with_timeout(config.timeout)
-                .with_headers(headers)
-                .with_http_client(client);
-            if config.gzip {
-                builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
-            }
-            builder.build()
-        }
-    }
-    .map_err(|e| ConfigError::Build(e.to_string()))?;
-    exporter.set_resource(&resource());
-    Ok(exporter)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn resolve(
         flag: Option<&str>,

@@ -1,23 +1,37 @@
-//! The audit trail as OpenTelemetry spans (SPEC §4, §7): span building and OTLP export, the
-//! [`Sink`] the worker delivers to when an endpoint is set.
+//! The audit trail as OpenTelemetry spans (SPEC §4, §7): the records written as an OTLP export
+//! request ([`encode`]) and sent to the collector ([`send`]), the [`Sink`] the worker delivers
+//! to when an endpoint is set.
 
-use std::time::{Duration, SystemTime};
+mod encode;
+mod send;
+#[cfg(test)]
+mod tests;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue, Value};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use std::time::Duration;
+
+use bytes::BytesMut;
 use prometheus_client::metrics::counter::Counter;
 
 use super::{
-    Audit, AuditError, AuditRecord, AuditWorker, FILTER_SPAN_NAME, FilterRecord, Recorded,
-    RequestText, SPAN_NAME, Sink, SpanIds, Undelivered, attr,
+    Audit, AuditError, AuditRecord, AuditWorker, FilterRecord, Recorded, RequestText, Sink,
+    Undelivered, attr,
 };
-use crate::otlp_config::{ExportConfig, build_exporter};
-use crate::policy::Text;
+use crate::otlp_config::ExportConfig;
+pub use encode::{OwnedValue, RequestEncoder};
+use send::Transport;
 
 const MAX_BATCH: usize = 512;
+
+/// A span attribute's value, borrowed from its record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttrValue<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    /// An array of strings.
+    Strs(&'a [String]),
+}
 
 /// Starts exporting spans to `config`'s collector on a thread of its own (with its own
 /// single-threaded runtime), so encoding and sending batches never occupies a thread that
@@ -29,13 +43,16 @@ pub fn start(config: &ExportConfig, dropped: Counter) -> Result<(Audit, AuditWor
             .enable_all()
             .build()
             .map_err(AuditError::Runtime)?;
-        let exporter = {
+        let transport = {
             let _entered = runtime.enter();
-            build_exporter(&config).map_err(|e| AuditError::Export(e.to_string()))?
+            Transport::new(&config).map_err(|e| AuditError::Export(e.to_string()))?
         };
+        let (resource, schema_url) = crate::otlp_config::resource_attributes();
         Ok(OtlpSink {
             runtime,
-            exporter,
+            transport,
+            encoder: RequestEncoder::new(&resource, schema_url.as_deref()),
+            buf: BytesMut::new(),
             timeout: config.timeout + EXPORT_GRACE,
         })
     })
@@ -44,41 +61,48 @@ pub fn start(config: &ExportConfig, dropped: Counter) -> Result<(Audit, AuditWor
 /// Exports spans over OTLP, on its own runtime.
 struct OtlpSink {
     runtime: tokio::runtime::Runtime,
-    exporter: opentelemetry_otlp::SpanExporter,
-    /// How long one export may take: the exporter's own timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`)
-    /// and a little more, so that the exporter reports its own failure first.
+    transport: Transport,
+    encoder: RequestEncoder,
+    /// The request being sent; its allocation is reused once the last one is gone.
+    buf: BytesMut,
+    /// How long one export may take: the transport's own timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`)
+    /// and a little more, so that the transport reports its own failure first.
     timeout: Duration,
 }
 
-/// What [`OtlpSink::timeout`] adds to the exporter's timeout.
+/// What [`OtlpSink::timeout`] adds to the transport's timeout.
 const EXPORT_GRACE: Duration = Duration::from_secs(1);
 
 impl Sink for OtlpSink {
     const WHAT: &'static str = "audit spans";
 
     fn deliver(&mut self, batch: &mut Vec<Recorded>) -> Result<(), Undelivered> {
-        self.runtime
-            .block_on(export(&self.exporter, self.timeout, batch))
+        let OtlpSink {
+            runtime,
+            transport,
+            encoder,
+            buf,
+            timeout,
+        } = self;
+        runtime.block_on(export(transport, encoder, buf, *timeout, batch))
     }
 }
 
 impl AuditRecord {
-    /// The span's attributes (SPEC §4).
-    pub fn attributes(&self) -> Vec<KeyValue> {
-        let mut out = Vec::with_capacity(32);
-        let mut add = |key: &'static str, value: Value| out.push(KeyValue::new(key, value));
-        let shared = |text: &Text| Value::from(Text::clone(text));
-        add(attr::DECISION, self.decision.as_str().into());
-        add(attr::REASON, self.reason.as_str().into());
-        add(attr::WOULD_DENY, self.would_deny.into());
+    /// The span's attributes (SPEC §4), in order, each once.
+    pub fn for_each_attribute<'a>(&'a self, mut add: impl FnMut(&'static str, AttrValue<'a>)) {
+        use AttrValue::{Bool, Double, Int, Str};
+        add(attr::DECISION, Str(self.decision.as_str()));
+        add(attr::REASON, Str(self.reason.as_str()));
+        add(attr::WOULD_DENY, Bool(self.would_deny));
         if self.would_deny {
-            add(attr::WOULD_DENY_REASON, self.reason.as_str().into());
+            add(attr::WOULD_DENY_REASON, Str(self.reason.as_str()));
         }
-        add(attr::MODE, self.mode.as_str().into());
-        add(attr::STATUS_CODE, i64::from(self.status_code).into());
+        add(attr::MODE, Str(self.mode.as_str()));
+        add(attr::STATUS_CODE, Int(i64::from(self.status_code)));
         add(
             attr::POLICY_REVISION,
-            self.revision.as_ref().map_or("".into(), shared),
+            Str(self.revision.as_deref().unwrap_or("")),
         );
         for (key, text) in [
             (attr::POLICY_VERSION, &self.policy_version),
@@ -86,137 +110,69 @@ impl AuditRecord {
             (attr::MATCHED_SESSION, &self.session),
         ] {
             if let Some(text) = text {
-                add(key, shared(text));
+                add(key, Str(text));
             }
         }
         if let Some(trust) = self.trust {
-            add(attr::ADMIN_TRUST, trust.admin.as_str().into());
-            add(attr::CONSENTED_TRUST, trust.consented.as_str().into());
-            add(attr::EFFECTIVE_TRUST, trust.effective.as_str().into());
+            add(attr::ADMIN_TRUST, Str(trust.admin.as_str()));
+            add(attr::CONSENTED_TRUST, Str(trust.consented.as_str()));
+            add(attr::EFFECTIVE_TRUST, Str(trust.effective.as_str()));
         }
         if let (Some(tool), Some(required)) = (self.tool, self.required_trust()) {
-            add(attr::REQUIRED_TRUST, required.as_str().into());
+            add(attr::REQUIRED_TRUST, Str(required.as_str()));
             add(
                 attr::REQUIRED_SIDE_EFFECT,
-                tool.side_effect.map_or("", |e| e.as_str()).into(),
+                Str(tool.side_effect.map_or("", |e| e.as_str())),
             );
             if let Some(risk) = tool.risk_level {
-                add(attr::RISK_LEVEL, risk.as_str().into());
+                add(attr::RISK_LEVEL, Str(risk.as_str()));
             }
         }
         if let Some(server) = &self.server {
-            add(attr::SERVER_NAME, shared(&server.name));
-            add(attr::SERVER_NAMESPACE, shared(&server.namespace));
+            add(attr::SERVER_NAME, Str(&server.name));
+            add(attr::SERVER_NAMESPACE, Str(&server.namespace));
         }
         for which in RequestText::ALL {
             if let (Some(key), Some(text)) = (which.attribute(), self.text(which)) {
-                add(key, text.to_string().into());
+                add(key, Str(text));
             }
         }
-        add(attr::SAMPLE_RATE, self.sample_rate.into());
-        out
-    }
-
-    /// The span: a child of the parent when there is one, else the root of a new trace.
-    pub fn into_span(self) -> SpanData {
-        let attributes = self.attributes();
-        span_data(
-            self.ids,
-            self.parent,
-            SPAN_NAME,
-            [self.started, self.ended],
-            attributes,
-        )
+        add(attr::SAMPLE_RATE, Double(self.sample_rate));
     }
 }
 
 impl FilterRecord {
-    /// The span's attributes (SPEC §7).
-    pub fn attributes(&self) -> Vec<KeyValue> {
-        let count = |n: usize| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
-        let mut out = vec![
-            KeyValue::new(attr::METHOD_NAME, self.method),
-            KeyValue::new(attr::SERVER_NAME, Text::clone(&self.server.name)),
-            KeyValue::new(attr::SERVER_NAMESPACE, Text::clone(&self.server.namespace)),
-        ];
+    /// The span's attributes (SPEC §7), in order, each once.
+    pub fn for_each_attribute<'a>(&'a self, mut add: impl FnMut(&'static str, AttrValue<'a>)) {
+        use AttrValue::{Int, Str, Strs};
+        let count = |n: usize| Int(i64::try_from(n).unwrap_or(i64::MAX));
+        add(attr::METHOD_NAME, Str(self.method));
+        add(attr::SERVER_NAME, Str(&self.server.name));
+        add(attr::SERVER_NAMESPACE, Str(&self.server.namespace));
         for (key, _, value) in self.caller() {
             if let Some(value) = value {
-                out.push(KeyValue::new(key, value.to_string()));
+                add(key, Str(value));
             }
         }
-        out.extend([
-            KeyValue::new(attr::POLICY_REVISION, Text::clone(&self.revision)),
-            KeyValue::new(attr::MODE, self.mode.as_str()),
-            KeyValue::new(attr::LISTED, count(self.listed)),
-            KeyValue::new(attr::HIDDEN, count(self.hidden)),
-            KeyValue::new(attr::WOULD_HIDE, count(self.would_hide)),
-            KeyValue::new(
-                attr::HIDDEN_NAMES,
-                Value::Array(opentelemetry::Array::String(
-                    self.hidden_names.iter().cloned().map(Into::into).collect(),
-                )),
-            ),
-        ]);
-        out
-    }
-
-    pub fn into_span(self) -> SpanData {
-        span_data(
-            self.ids,
-            self.parent,
-            FILTER_SPAN_NAME,
-            [self.started, self.ended],
-            self.attributes(),
-        )
+        add(attr::POLICY_REVISION, Str(&self.revision));
+        add(attr::MODE, Str(self.mode.as_str()));
+        add(attr::LISTED, count(self.listed));
+        add(attr::HIDDEN, count(self.hidden));
+        add(attr::WOULD_HIDE, count(self.would_hide));
+        add(attr::HIDDEN_NAMES, Strs(&self.hidden_names));
     }
 }
 
 impl Recorded {
-    pub fn into_span(self) -> SpanData {
+    /// The span's attributes: [`AuditRecord::for_each_attribute`] or
+    /// [`FilterRecord::for_each_attribute`].
+    pub fn for_each_attribute<'a>(&'a self, add: impl FnMut(&'static str, AttrValue<'a>)) {
         match self {
-            Recorded::Check(record) => record.into_span(),
-            Recorded::Filter(record) => record.into_span(),
+            Recorded::Check(record) => record.for_each_attribute(add),
+            Recorded::Filter(record) => record.for_each_attribute(add),
         }
     }
 }
-
-/// A SERVER span in its trace: a child of `parent` when there is one.
-fn span_data(
-    ids: SpanIds,
-    parent: Option<SpanIds>,
-    name: &'static str,
-    [started, ended]: [SystemTime; 2],
-    attributes: Vec<KeyValue>,
-) -> SpanData {
-    SpanData {
-        // Audit spans are exported whatever the parent's sampled flag says.
-        span_context: SpanContext::new(
-            TraceId::from_bytes(ids.trace_id),
-            SpanId::from_bytes(ids.span_id),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: parent.map_or(SpanId::INVALID, |p| SpanId::from_bytes(p.span_id)),
-        parent_span_is_remote: parent.is_some(),
-        span_kind: SpanKind::Server,
-        name: name.into(),
-        start_time: started,
-        end_time: ended,
-        attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: Status::Unset,
-        instrumentation_scope: SCOPE.clone(),
-    }
-}
-
-static SCOPE: std::sync::LazyLock<InstrumentationScope> = std::sync::LazyLock::new(|| {
-    InstrumentationScope::builder("mcp-authz")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
-});
 
 /// Why a batch was not exported.
 #[derive(Debug, thiserror::Error)]
@@ -230,26 +186,34 @@ enum ExportError {
 /// Exports `batch` as spans, [`MAX_BATCH`] at a time; after a failure the rest is not tried,
 /// and every span not exported is counted as lost.
 async fn export(
-    exporter: &opentelemetry_otlp::SpanExporter,
+    transport: &mut Transport,
+    encoder: &mut RequestEncoder,
+    buf: &mut BytesMut,
     timeout: Duration,
     batch: &mut Vec<Recorded>,
 ) -> Result<(), Undelivered> {
-    while !batch.is_empty() {
-        let rest = batch.split_off(batch.len().min(MAX_BATCH));
-        let records = std::mem::replace(batch, rest);
-        let spans: Vec<SpanData> = records.into_iter().map(Recorded::into_span).collect();
-        let count = spans.len() as u64;
-        let failure = match tokio::time::timeout(timeout, exporter.export(spans)).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => ExportError::Failed(e.to_string()),
+    let mut sent = 0;
+    while sent < batch.len() {
+        let records = &batch[sent..batch.len().min(sent + MAX_BATCH)];
+        buf.clear();
+        encoder.encode(records, buf);
+        let body = buf.split().freeze();
+        let count = records.len();
+        let failure = match tokio::time::timeout(timeout, transport.send(body)).await {
+            Ok(Ok(())) => {
+                sent += count;
+                continue;
+            }
+            Ok(Err(e)) => ExportError::Failed(e),
             Err(_) => ExportError::Timeout(timeout),
         };
-        let records = count + batch.len() as u64;
+        let records = (batch.len() - sent) as u64;
         batch.clear();
         return Err(Undelivered {
             records,
             error: failure.to_string(),
         });
     }
+    batch.clear();
     Ok(())
 }

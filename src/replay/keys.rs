@@ -116,12 +116,12 @@ mod tests {
     use super::*;
     use crate::audit::AuditRecord;
     use crate::audit::line::{self, LineFormat};
+    use crate::audit::otlp::AttrValue;
     use crate::check::{Options, authorize};
     use crate::policy::Timestamp;
     use crate::policy::{Primitive, Snapshot, load_paths};
     use crate::replay::read::{LineKind, Position, Record, Shape, Sink, read_line};
     use crate::request::{CheckInput, Headers};
-    use opentelemetry::Value;
     use std::time::{Duration, SystemTime};
 
     fn read_back(line: &str, shape: Shape) -> Record {
@@ -166,19 +166,20 @@ mod tests {
             Shape::AuditLine,
         );
 
-        let attributes: Vec<serde_json::Value> = record
-            .attributes()
-            .into_iter()
-            .map(|kv| {
-                let value = match kv.value {
-                    Value::Bool(b) => serde_json::json!({"boolValue": b}),
-                    Value::I64(n) => serde_json::json!({"intValue": n.to_string()}),
-                    Value::F64(n) => serde_json::json!({"doubleValue": n}),
-                    other => serde_json::json!({"stringValue": other.as_str()}),
-                };
-                serde_json::json!({"key": kv.key.as_str(), "value": value})
-            })
-            .collect();
+        let mut attributes: Vec<serde_json::Value> = Vec::new();
+        record.for_each_attribute(|key, value| {
+            let value = match value {
+                AttrValue::Bool(b) => serde_json::json!({"boolValue": b}),
+                AttrValue::Int(n) => serde_json::json!({"intValue": n.to_string()}),
+                AttrValue::Double(n) => serde_json::json!({"doubleValue": n}),
+                AttrValue::Str(s) => serde_json::json!({"stringValue": s}),
+                AttrValue::Strs(items) => serde_json::json!({"arrayValue": {"values": items
+                    .iter()
+                    .map(|s| serde_json::json!({"stringValue": s}))
+                    .collect::<Vec<_>>()}}),
+            };
+            attributes.push(serde_json::json!({"key": key, "value": value}));
+        });
         let span = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
             "name": CHECK_SPAN,
             "startTimeUnixNano": now.unix_nanos().to_string(),
