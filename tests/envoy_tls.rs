@@ -6,62 +6,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::envoy::{Envoy, Ports, shipped_config};
 use common::install::free_port;
 use common::tls::{Leaf, Pki};
+use common::upstream::Upstream;
 use common::{Server, scratch_dir};
 
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// An upstream MCP endpoint answering every request with a JSON-RPC result.
-fn upstream() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut writer = stream;
-                loop {
-                    let mut length = 0;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let line = line.trim_end();
-                        if line.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = line.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    let _ = reader.read_exact(&mut body);
-                    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if writer.write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 /// The status of a `tools/call` of `tool` through Envoy's `agents` listener.
@@ -174,7 +131,7 @@ fn envoy_reaches_mcp_authz_over_mutual_tls_and_fails_closed_without_a_client_cer
         ],
     );
     let authz_port: u16 = authz.addr.rsplit(':').next().unwrap().parse().unwrap();
-    let upstream = upstream();
+    let upstream = Upstream::start().port;
 
     let (with_cert, agents) = start_envoy(authz_port, upstream, &client, &pki.ca, true);
     // Allowed: the support agent's search; denied: a tool no grant covers.

@@ -15,6 +15,7 @@ pub mod envoy;
 pub mod install;
 pub mod manifests;
 pub mod tls;
+pub mod upstream;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-authz");
 
