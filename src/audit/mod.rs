@@ -760,6 +760,62 @@ impl Reporter {
     }
 }
 
+/// A record of an allowed `tools/call`, for the tests of the code that writes records (spans,
+/// lines) and of the code that reads them back (replay).
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::time::{Duration, SystemTime};
+
+    use super::AuditRecord;
+    use crate::check::{Options, authorize};
+    use crate::policy::{Snapshot, Timestamp, load_paths};
+    use crate::request::{CheckInput, Headers};
+
+    /// The trace the record belongs to.
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+    pub fn at(nanos: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+    }
+
+    /// When the Check was decided and started.
+    pub fn check_time() -> Timestamp {
+        Timestamp::parse_rfc3339("2026-11-20T10:00:00.000001Z").unwrap()
+    }
+
+    /// An allowed `tools/call` on the replay test policies' vault, in the trace of [`PARENT`],
+    /// started at [`check_time`] and ended 1.5 µs later.
+    pub fn check_record() -> AuditRecord {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/replay/current");
+        let snapshot = Snapshot::compile(load_paths(&[dir]).unwrap());
+        let body =
+            r#"{"jsonrpc":"2.0","id":"r-1","method":"tools/call","params":{"name":"read_secret"}}"#;
+        let input = CheckInput {
+            method: "POST",
+            path: "/vault/mcp?x=1",
+            headers: Headers::new(vec![
+                ("x-mcp-human-id", "h"),
+                ("x-mcp-agent-id", "a1"),
+                ("x-mcp-team-id", "t"),
+                ("x-mcp-agent-session", "s-7"),
+                ("mcp-session-id", "transport-1"),
+                ("mcp-protocol-version", "2025-06-18"),
+            ]),
+            body: body.as_bytes(),
+            ..CheckInput::default()
+        };
+        let now = check_time();
+        let decision = authorize(Some(&snapshot), &input, &Options::default(), now);
+        let started = now.unix_nanos() as u64;
+        AuditRecord::new(
+            [at(started), at(started + 1500)],
+            Some(PARENT),
+            &input,
+            &decision,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,15 +114,11 @@ pub fn line_field(key: &str) -> Option<Field> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::AuditRecord;
+    use crate::audit::fixture::{check_record, check_time};
     use crate::audit::line::{self, LineFormat};
     use crate::audit::otlp::AttrValue;
-    use crate::check::{Options, authorize};
-    use crate::policy::Timestamp;
-    use crate::policy::{Primitive, Snapshot, load_paths};
+    use crate::policy::Primitive;
     use crate::replay::read::{LineKind, Position, Record, Shape, Sink, read_line};
-    use crate::request::{CheckInput, Headers};
-    use std::time::{Duration, SystemTime};
 
     fn read_back(line: &str, shape: Shape) -> Record {
         let mut sink = Sink::new(Position::default());
@@ -134,26 +130,8 @@ mod tests {
     /// The audit code's own line and span of a Check are read back field by field.
     #[test]
     fn what_the_audit_code_writes_is_read_back() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/replay/current");
-        let snapshot = Snapshot::compile(load_paths(&[dir]).unwrap());
-        let body =
-            r#"{"jsonrpc":"2.0","id":"r-1","method":"tools/call","params":{"name":"read_secret"}}"#;
-        let input = CheckInput {
-            method: "POST",
-            path: "/vault/mcp",
-            headers: Headers::new(vec![
-                ("x-mcp-human-id", "h"),
-                ("x-mcp-agent-id", "a1"),
-                ("x-mcp-team-id", "t"),
-                ("x-mcp-agent-session", "s-7"),
-            ]),
-            body: body.as_bytes(),
-            ..CheckInput::default()
-        };
-        let now = Timestamp::parse_rfc3339("2026-11-20T10:00:00.000001Z").unwrap();
-        let decision = authorize(Some(&snapshot), &input, &Options::default(), now);
-        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(now.unix_nanos() as u64);
-        let record = AuditRecord::new([at; 2], None, &input, &decision);
+        let now = check_time();
+        let record = check_record();
 
         let mut line = Vec::new();
         let format = LineFormat {

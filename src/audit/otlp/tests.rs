@@ -1,8 +1,6 @@
 //! The encoded export request, decoded with opentelemetry-proto's prost types and checked field
 //! by field.
 
-use std::time::{Duration, SystemTime};
-
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
@@ -10,48 +8,10 @@ use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
 use prost::Message;
 
 use super::*;
+use crate::audit::fixture::{at, check_record};
 use crate::audit::{FILTER_SPAN_NAME, SPAN_NAME, SpanIds};
-use crate::check::{Options, authorize};
 use crate::policy::Timestamp;
-use crate::policy::{Mode, ObjectKey, Snapshot, load_paths};
-use crate::request::{CheckInput, Headers};
-
-const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
-
-fn at(nanos: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
-}
-
-/// An allowed `tools/call` on the test policies' vault, in the trace of [`PARENT`].
-fn check_record() -> AuditRecord {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/replay/current");
-    let snapshot = Snapshot::compile(load_paths(&[dir]).unwrap());
-    let body =
-        r#"{"jsonrpc":"2.0","id":"r-1","method":"tools/call","params":{"name":"read_secret"}}"#;
-    let input = CheckInput {
-        method: "POST",
-        path: "/vault/mcp?x=1",
-        headers: Headers::new(vec![
-            ("x-mcp-human-id", "h"),
-            ("x-mcp-agent-id", "a1"),
-            ("x-mcp-team-id", "t"),
-            ("x-mcp-agent-session", "s-7"),
-            ("mcp-session-id", "transport-1"),
-            ("mcp-protocol-version", "2025-06-18"),
-        ]),
-        body: body.as_bytes(),
-        ..CheckInput::default()
-    };
-    let now = Timestamp::parse_rfc3339("2026-11-20T10:00:00.000001Z").unwrap();
-    let decision = authorize(Some(&snapshot), &input, &Options::default(), now);
-    let started = now.unix_nanos() as u64;
-    AuditRecord::new(
-        [at(started), at(started + 1500)],
-        Some(PARENT),
-        &input,
-        &decision,
-    )
-}
+use crate::policy::{Mode, ObjectKey};
 
 fn filter_record() -> FilterRecord {
     FilterRecord {
